@@ -1,0 +1,117 @@
+/* The CPU backend: host memory, the kernel table, and the dtype rules of its kernels. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_kernels.h"
+#include "core/device.h"
+
+#define ALIGNMENT 64
+
+static int cpu_device_count(void) { return 1; }
+
+static spin_status cpu_device_open(spin_device *dev, int index) {
+    (void)index;
+    snprintf(dev->name, sizeof dev->name, "cpu");
+    cpu_blas_sgemm(); /* load the BLAS now, before any thread exists */
+    return SPIN_OK;
+}
+
+static void *cpu_alloc(spin_device *dev, size_t bytes) {
+    (void)dev;
+    size_t rounded = (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+    return aligned_alloc(ALIGNMENT, rounded ? rounded : ALIGNMENT);
+}
+
+static void cpu_free(spin_device *dev, void *buf) {
+    (void)dev;
+    free(buf);
+}
+
+static spin_status cpu_to_host(spin_device *dev, void *dst, const void *buf, size_t off, size_t bytes) {
+    (void)dev;
+    memcpy(dst, (const char *)buf + off, bytes);
+    return SPIN_OK;
+}
+
+static spin_status cpu_from_host(spin_device *dev, void *buf, size_t off, const void *src, size_t bytes) {
+    (void)dev;
+    memcpy((char *)buf + off, src, bytes);
+    return SPIN_OK;
+}
+
+static spin_status cpu_copy(spin_device *dev, void *dst, size_t doff, const void *src, size_t soff,
+                            size_t bytes) {
+    (void)dev;
+    memmove((char *)dst + doff, (const char *)src + soff, bytes);
+    return SPIN_OK;
+}
+
+static void cpu_synchronize(spin_device *dev) { (void)dev; }
+
+/* Which input / output slots of a kernel hold i32 (ids, positions, indices); every other slot is
+ * f32. COPY and FILL take any dtype. */
+typedef struct {
+    unsigned in_i32, out_i32;
+} i32_slots;
+
+static i32_slots slots_of(spin_kernel k) {
+    switch (k) {
+    case SPIN_K_WHERE: return (i32_slots){0, 0}; /* cond may be either: checked below */
+    case SPIN_K_EMBEDDING: return (i32_slots){1u << 1, 0};
+    case SPIN_K_EMBEDDING_BACK: return (i32_slots){1u << 0, 0};
+    case SPIN_K_ROPE: return (i32_slots){1u << 1, 0};
+    case SPIN_K_ATTENTION: return (i32_slots){1u << 3, 0};
+    case SPIN_K_ATTENTION_BACK: return (i32_slots){1u << 6, 0};
+    case SPIN_K_CE_ROWS: return (i32_slots){1u << 1, 0};
+    case SPIN_K_CE_ROWS_BACK: return (i32_slots){1u << 1, 0};
+    case SPIN_K_ARGMAX: return (i32_slots){0, 1u << 0};
+    case SPIN_K_TOPK: return (i32_slots){0, 1u << 1};
+    default: return (i32_slots){0, 0};
+    }
+}
+
+static bool cpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, int n_in,
+                         const spin_dtype *out, int n_out) {
+    (void)dev;
+    if (k == SPIN_K_COPY || k == SPIN_K_FILL) return true;
+    if (k == SPIN_K_ARANGE) return out[0] == SPIN_F32 || out[0] == SPIN_I32;
+    i32_slots s = slots_of(k);
+    for (int i = 0; i < n_in; i++) {
+        if (k == SPIN_K_WHERE && i == 0) {
+            if (in[0] != SPIN_F32 && in[0] != SPIN_I32) return false;
+            continue;
+        }
+        if (in[i] != ((s.in_i32 >> i) & 1u ? SPIN_I32 : SPIN_F32)) return false;
+    }
+    for (int i = 0; i < n_out; i++)
+        if (out[i] != ((s.out_i32 >> i) & 1u ? SPIN_I32 : SPIN_F32)) return false;
+    return true;
+}
+
+static void cpu_describe(spin_device *dev, char *buf, size_t size) {
+    (void)dev;
+    snprintf(buf, size, "OpenMP threads %d; BLAS %s", omp_get_max_threads(), cpu_blas_describe());
+}
+
+static const spin_backend cpu_backend = {
+    .api_version = SPIN_BACKEND_API_VERSION,
+    .name = "cpu",
+    .device_count = cpu_device_count,
+    .device_open = cpu_device_open,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_host = cpu_to_host,
+    .from_host = cpu_from_host,
+    .copy = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .supports = cpu_supports,
+    .describe = cpu_describe,
+#define SPIN_CPU_ENTRY_(name) SPIN_BACKEND_KERNEL_ENTRY_(cpu, name)
+    .kernels = {SPIN_KERNELS(SPIN_CPU_ENTRY_)},
+#undef SPIN_CPU_ENTRY_
+};
+
+const spin_backend *spin_cpu_backend(void) { return &cpu_backend; }

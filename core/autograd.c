@@ -1,0 +1,303 @@
+#include "core/autograd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/dispatch.h"
+#include "core/log.h"
+#include "core/scope.h"
+#include "core/tensor_impl.h"
+
+static _Thread_local int no_grad_depth;
+static _Thread_local int force_depth;
+
+bool spin_grad_enabled(void) { return no_grad_depth == 0 || force_depth > 0; }
+void spin_no_grad_begin(void) { no_grad_depth++; }
+void spin_no_grad_end(void) {
+    SPIN_ASSERT(no_grad_depth > 0, "unbalanced no-grad");
+    no_grad_depth--;
+}
+void spin_grad_force_begin(void) { force_depth++; }
+void spin_grad_force_end(void) {
+    SPIN_ASSERT(force_depth > 0, "unbalanced grad force");
+    force_depth--;
+}
+
+static bool wants_grad(const spin_tensor *t) { return t && (t->requires_grad || t->node); }
+
+spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backward_fn backward,
+                                int n_in, spin_tensor *const *in) {
+    if (!out || !spin_grad_enabled()) return NULL;
+    SPIN_ASSERT(n_in <= SPIN_NODE_MAX_IN, "%s: %d inputs", name, n_in);
+    bool any = false;
+    for (int i = 0; i < n_in; i++) any |= wants_grad(in[i]);
+    if (!any) return NULL;
+    spin_node *n = calloc(1, sizeof *n);
+    SPIN_ASSERT(n, "out of host memory");
+    n->name = name;
+    n->backward = backward;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) {
+        n->in[i] = spin_tensor_retain(in[i]);
+        n->needs[i] = wants_grad(in[i]);
+    }
+    n->out_ndim = out->ndim;
+    memcpy(n->out_shape, out->shape, sizeof n->out_shape);
+    SPIN_ASSERT(!out->node, "%s: output already has a node", name);
+    out->node = n;
+    out->requires_grad = true;
+    return n;
+}
+
+static spin_tensor *alias_of(spin_tensor *t) {
+    spin_scope_manual_begin();
+    spin_tensor *a = spin_tensor_view_of(t, t->ndim, t->shape, t->stride, t->offset);
+    spin_scope_manual_end();
+    return a;
+}
+
+void spin_node_save(spin_node *n, spin_tensor *t) {
+    SPIN_ASSERT(n->n_saved < SPIN_NODE_MAX_SAVED, "%s: too many saved tensors", n->name);
+    n->saved[n->n_saved++] = t ? alias_of(t) : NULL;
+}
+
+static void node_release_state(spin_node *n) {
+    for (int i = 0; i < n->n_in; i++) {
+        spin_tensor_release(n->in[i]);
+        n->in[i] = NULL;
+    }
+    for (int i = 0; i < n->n_saved; i++) {
+        spin_tensor_release(n->saved[i]);
+        n->saved[i] = NULL;
+    }
+    if (n->ctx_free) n->ctx_free(n->ctx);
+    n->ctx = NULL;
+    n->ctx_free = NULL;
+    n->released = true;
+}
+
+void spin_node_free(spin_node *n) {
+    if (!n) return;
+    if (n->walking) {
+        n->orphaned = true; /* the walk still needs it; freed when the walk ends */
+        return;
+    }
+    node_release_state(n);
+    spin_tensor_release(n->gacc);
+    free(n);
+}
+
+spin_tensor *spin_detach(spin_tensor *t) {
+    spin_tensor *a = spin_tensor_view_of(t, t->ndim, t->shape, t->stride, t->offset);
+    return a;
+}
+
+spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g) {
+    if (!*acc) {
+        /* Take g when nobody else can see its storage; otherwise copy so in-place adds later
+         * cannot change someone else's tensor. */
+        if (g->refcount == 1 && g->st->refcount == 1 && spin_tensor_is_contiguous(g) && g->offset == 0 &&
+            !g->node) {
+            *acc = spin_tensor_retain(g);
+            return SPIN_OK;
+        }
+        spin_tensor *c = spin_tensor_new(g->st->dev, g->dtype, g->ndim, g->shape);
+        if (!c) return SPIN_ERR_OOM;
+        spin_status s = spin_launch(SPIN_K_COPY, 1, &g, 1, &c, NULL);
+        if (s != SPIN_OK) {
+            spin_tensor_release(c);
+            return s;
+        }
+        *acc = c;
+        return SPIN_OK;
+    }
+    SPIN_ASSERT(spin_tensor_same_shape(*acc, g), "gradient shape mismatch in accumulation");
+    spin_tensor *in[2] = {*acc, g};
+    return spin_launch(SPIN_K_ADD, 2, in, 1, acc, NULL);
+}
+
+/* ---- the backward walk ---- */
+
+typedef struct {
+    spin_node **items;
+    size_t n, cap;
+} node_list;
+
+static void list_push(node_list *l, spin_node *n) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->items = realloc(l->items, l->cap * sizeof *l->items);
+        SPIN_ASSERT(l->items, "out of host memory");
+    }
+    l->items[l->n++] = n;
+}
+
+static bool list_has(const node_list *l, const spin_node *n) {
+    /* Visited nodes are marked by pending >= 1 after discovery; see collect(). */
+    (void)l;
+    return n->pending > 0;
+}
+
+/* Discovers every node reachable from root and counts, per node, how many edges lead into it. */
+static void collect(spin_node *root, node_list *all) {
+    node_list stack = {0};
+    root->pending = 1; /* the seed counts as the root's one consumer */
+    root->walking = true;
+    list_push(all, root);
+    list_push(&stack, root);
+    while (stack.n) {
+        spin_node *n = stack.items[--stack.n];
+        for (int i = 0; i < n->n_in; i++) {
+            spin_tensor *t = n->in[i];
+            if (!n->needs[i] || !t || !t->node) continue;
+            spin_node *m = t->node;
+            if (!list_has(all, m)) {
+                m->walking = true;
+                list_push(all, m);
+                list_push(&stack, m);
+            }
+            m->pending++;
+        }
+    }
+    free(stack.items);
+}
+
+spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_graph) {
+    SPIN_ASSERT(spin_tensor_same_shape(out, seed), "seed gradient shape differs from the output");
+    spin_scope_manual_begin();
+    spin_no_grad_begin();
+    spin_status s = SPIN_OK;
+    if (!out->node) {
+        if (out->requires_grad) s = spin_grad_accumulate(&out->grad, seed);
+        else s = spin_fail(SPIN_ERR_INVALID, "backward through a tensor that does not require grad");
+        goto done;
+    }
+    if (out->node->released) {
+        s = spin_fail(SPIN_ERR_INVALID, "backward through a graph that was already freed (%s)", out->node->name);
+        goto done;
+    }
+    node_list all = {0}, ready = {0};
+    collect(out->node, &all);
+    s = spin_grad_accumulate(&out->node->gacc, seed);
+    out->node->pending = 0;
+    list_push(&ready, out->node);
+    while (ready.n && s == SPIN_OK) {
+        spin_node *n = ready.items[--ready.n];
+        spin_tensor *gin[SPIN_NODE_MAX_IN] = {0};
+        if (n->released) {
+            s = spin_fail(SPIN_ERR_INVALID, "backward through a freed graph node (%s)", n->name);
+            break;
+        }
+        s = n->backward(n, n->gacc, gin);
+        spin_tensor_release(n->gacc);
+        n->gacc = NULL;
+        for (int i = 0; i < n->n_in && s == SPIN_OK; i++) {
+            spin_tensor *t = n->in[i];
+            if (!gin[i]) {
+                if (n->needs[i] && t->node && --t->node->pending == 0) list_push(&ready, t->node);
+                continue;
+            }
+            SPIN_ASSERT(spin_tensor_same_shape(gin[i], t), "%s: gradient %d has the wrong shape", n->name, i);
+            if (t->node) {
+                s = spin_grad_accumulate(&t->node->gacc, gin[i]);
+                if (--t->node->pending == 0) list_push(&ready, t->node);
+            } else if (t->requires_grad) {
+                s = spin_grad_accumulate(&t->grad, gin[i]);
+            }
+        }
+        for (int i = 0; i < n->n_in; i++) spin_tensor_release(gin[i]);
+        if (!keep_graph) node_release_state(n);
+    }
+    for (size_t i = 0; i < all.n; i++) {
+        spin_node *n = all.items[i];
+        n->pending = 0;
+        n->walking = false;
+        spin_tensor_release(n->gacc);
+        n->gacc = NULL;
+        if (n->orphaned) spin_node_free(n);
+    }
+    free(all.items);
+    free(ready.items);
+done:
+    spin_no_grad_end();
+    spin_scope_manual_end();
+    return s;
+}
+
+spin_status spin_backward(spin_tensor *loss) {
+    if (spin_tensor_numel(loss) != 1)
+        return spin_fail(SPIN_ERR_INVALID, "backward needs a scalar loss, got %lld elements",
+                         (long long)spin_tensor_numel(loss));
+    spin_scope_manual_begin();
+    spin_tensor *seed = spin_tensor_new(loss->st->dev, SPIN_F32, loss->ndim, loss->shape);
+    spin_status s = seed ? SPIN_OK : SPIN_ERR_OOM;
+    if (s == SPIN_OK) {
+        spin_kparams p = {.f = {1.0f}};
+        s = spin_launch(SPIN_K_FILL, 0, NULL, 1, &seed, &p);
+    }
+    if (s == SPIN_OK) s = spin_backward_seeded(loss, seed, false);
+    spin_tensor_release(seed);
+    spin_scope_manual_end();
+    return s;
+}
+
+/* ---- recompute ---- */
+
+typedef struct {
+    spin_recompute_fn fn;
+    void *ctx;
+} recompute_ctx;
+
+static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tensor **gin) {
+    recompute_ctx *rc = n->ctx;
+    spin_tensor *det[SPIN_NODE_MAX_IN] = {0};
+    for (int i = 0; i < n->n_in; i++) {
+        if (!n->in[i]) continue;
+        det[i] = spin_detach(n->in[i]);
+        det[i]->requires_grad = n->needs[i];
+    }
+    spin_grad_force_begin();
+    spin_tensor *out = rc->fn(rc->ctx, det, n->n_in);
+    spin_grad_force_end();
+    spin_status s = out ? SPIN_OK : SPIN_ERR_INVALID;
+    if (s == SPIN_OK && out->node) s = spin_backward_seeded(out, gout, false);
+    for (int i = 0; i < n->n_in; i++) {
+        if (!det[i]) continue;
+        if (n->needs[i]) gin[i] = spin_tensor_retain(det[i]->grad);
+        spin_tensor_release(det[i]);
+    }
+    spin_tensor_release(out);
+    return s;
+}
+
+spin_tensor *spin_checkpoint(spin_recompute_fn fn, void *ctx, int n_in, spin_tensor *const *in) {
+    bool record = spin_grad_enabled();
+    spin_scope_manual_begin();
+    spin_no_grad_begin();
+    spin_tensor *out = fn(ctx, in, n_in);
+    spin_no_grad_end();
+    if (out && record) {
+        /* Parameters captured in ctx may need gradients even when no input does, so the node is
+         * recorded whenever grad mode is on. */
+        spin_node *n = calloc(1, sizeof *n);
+        SPIN_ASSERT(n, "out of host memory");
+        n->name = "checkpoint";
+        n->backward = recompute_backward;
+        n->n_in = n_in;
+        for (int i = 0; i < n_in; i++) {
+            n->in[i] = spin_tensor_retain(in[i]);
+            n->needs[i] = wants_grad(in[i]);
+        }
+        recompute_ctx *rc = malloc(sizeof *rc);
+        SPIN_ASSERT(rc, "out of host memory");
+        *rc = (recompute_ctx){fn, ctx};
+        n->ctx = rc;
+        n->ctx_free = free;
+        n->out_ndim = out->ndim;
+        memcpy(n->out_shape, out->shape, sizeof n->out_shape);
+        out->node = n;
+        out->requires_grad = true;
+    }
+    spin_scope_manual_end();
+    return spin_scope_adopt(out);
+}

@@ -1,0 +1,8 @@
+#ifndef SPIN_TOOLS_COMMANDS_H
+#define SPIN_TOOLS_COMMANDS_H
+
+/* Each subcommand gets argv starting at its own name; returns the process exit code. */
+int cmd_info(int argc, char **argv);
+int cmd_selftest(int argc, char **argv);
+
+#endif
