@@ -59,9 +59,9 @@ opc_result opc_check(spin_device *dev, const opcase *c);
 const opcase *opc_case_at(int i);
 int opc_case_count(void);
 
-/* Families of cases; each tests/harness/cases_<name>.c defines opc_cases_<name>[] and
- * opc_n_<name>. */
-#define OPC_FAMILIES(X) X(basic)
+/* Families of cases: each tests/harness/cases_<name>.c defines opc_cases_<name>[] and
+ * opc_n_<name>; the build lists the files present in OPC_FAMILIES (opc_families.h). */
+#include "opc_families.h"
 
 #define OPC_DECLARE_(name)                                                                         \
     extern const opcase opc_cases_##name[];                                                        \
