@@ -85,7 +85,7 @@ static bool guard_ok(spin_device *dev, const block *b) {
         dev->backend->to_host(dev, got, b->buf, off, GUARD_BYTES);
         for (int i = 0; i < GUARD_BYTES; i++)
             if (got[i] != GUARD_BYTE) {
-                spin_log(SPIN_LOG_ERROR, "%s: write %s a %zu-byte block detected (guard byte %d)",
+                spin_log_msg(SPIN_LOG_ERROR, "%s: write %s a %zu-byte block detected (guard byte %d)",
                          dev->name, side ? "past the end of" : "before the start of", b->cls_bytes, i);
                 return false;
             }

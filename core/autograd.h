@@ -64,7 +64,8 @@ spin_tensor *spin_detach(spin_tensor *t);
 
 /* Activation recompute: runs fn without recording, and records one node whose backward runs fn
  * again with recording on and differentiates through it. Only fn's inputs and output are kept.
- * fn must be deterministic (the RNG is counter-based, so seeded dropout is). */
+ * fn must be deterministic (the RNG is counter-based, so seeded dropout is). fn runs with manual
+ * ownership (core/scope.h): it releases its temporaries and returns an owned reference. */
 typedef spin_tensor *(*spin_recompute_fn)(void *ctx, spin_tensor *const *in, int n_in);
 spin_tensor *spin_checkpoint(spin_recompute_fn fn, void *ctx, int n_in, spin_tensor *const *in);
 

@@ -62,7 +62,7 @@ static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_te
                          spin_kernel_name(k), dts, dev->name);
     }
     if (dev->fallbacks[k]++ == 0)
-        spin_log(SPIN_LOG_WARN, "%s cannot run kernel %s for these dtypes; running it on the CPU",
+        spin_log_msg(SPIN_LOG_WARN, "%s cannot run kernel %s for these dtypes; running it on the CPU",
                  dev->name, spin_kernel_name(k));
     spin_storage st[SPIN_KMAX_IN + SPIN_KMAX_OUT];
     spin_tensor alias[SPIN_KMAX_IN + SPIN_KMAX_OUT];

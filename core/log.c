@@ -30,7 +30,7 @@ void spin_log_set_sink(spin_log_sink s, void *user) {
     sink_user = user;
 }
 
-void spin_log(spin_log_level l, const char *fmt, ...) {
+void spin_log_msg(spin_log_level l, const char *fmt, ...) {
     if (l < spin_log_get_level()) return;
     char msg[2048];
     va_list ap;

@@ -6,7 +6,7 @@ typedef enum { SPIN_LOG_DEBUG = 0, SPIN_LOG_INFO, SPIN_LOG_WARN, SPIN_LOG_ERROR 
 
 typedef void (*spin_log_sink)(spin_log_level level, const char *msg, void *user);
 
-void spin_log(spin_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void spin_log_msg(spin_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void spin_log_set_level(spin_log_level level);
 spin_log_level spin_log_get_level(void);
 /* Replaces the default sink (stderr); NULL restores it. */

@@ -1,0 +1,75 @@
+/* Row-wise cross-entropy pieces for the chunked linear + log-prob gather: per row the log-prob of
+ * the target, the log-sum-exp and the sum of the logits, and the logits' gradient. Views are
+ * contiguous (the ops layer ensures it). One row per iteration, double accumulation in a fixed
+ * order: deterministic for any thread count. */
+#include <math.h>
+
+#include "backends/cpu/cpu_kernels.h"
+
+#define PAR_MIN 32768
+
+/* Targets are validated before any row is computed, so a bad id is reported by the first
+ * offending row (deterministically) and nothing is written. */
+static spin_status check_targets(const char *kname, const int32_t *t, int64_t n, int64_t v, int64_t ignore) {
+    for (int64_t r = 0; r < n; r++)
+        if (t[r] != ignore && (t[r] < 0 || t[r] >= v))
+            return spin_fail(SPIN_ERR_INVALID, "%s: target %d at row %lld is outside [0, %lld) and is not the "
+                             "ignore index %lld", kname, (int)t[r], (long long)r, (long long)v, (long long)ignore);
+    return SPIN_OK;
+}
+
+/* logp[r] = x[r, t] - lse[r] (0 when t == ignore), lse[r] = log sum_j exp x[r, j],
+ * logit_sum[r] = sum_j x[r, j] */
+spin_status cpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
+    (void)dev;
+    int64_t n, v;
+    cpu_rows(&c->in[0], &n, &v);
+    const float *x = cpu_f32(&c->in[0]);
+    const int32_t *t = cpu_i32(&c->in[1]);
+    float *logp = cpu_f32(&c->out[0]), *lse = cpu_f32(&c->out[1]), *lsum = cpu_f32(&c->out[2]);
+    int64_t ignore = c->p.i[0];
+    SPIN_TRY(check_targets("CE_ROWS", t, n, v, ignore));
+#pragma omp parallel for schedule(static) if (n * v > PAR_MIN)
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * v;
+        float m = -INFINITY;
+        double sum = 0;
+        for (int64_t j = 0; j < v; j++) {
+            m = xr[j] > m ? xr[j] : m;
+            sum += xr[j];
+        }
+        if (m == -INFINITY) m = 0.0f; /* keeps x - m at -inf rather than NaN */
+        double se = 0;
+        for (int64_t j = 0; j < v; j++) se += exp((double)xr[j] - m);
+        double l = m + log(se);
+        lse[r] = (float)l;
+        lsum[r] = (float)sum;
+        logp[r] = t[r] == ignore ? 0.0f : (float)((double)xr[t[r]] - l);
+    }
+    return SPIN_OK;
+}
+
+/* dlogits[r, j] = dlogp[r] * ([j == t] - exp(x[r, j] - lse[r])); 0 rows for ignored targets */
+spin_status cpu_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
+    (void)dev;
+    int64_t n, v;
+    cpu_rows(&c->in[0], &n, &v);
+    const float *x = cpu_f32(&c->in[0]), *lse = cpu_f32(&c->in[2]), *dlogp = cpu_f32(&c->in[3]);
+    const int32_t *t = cpu_i32(&c->in[1]);
+    float *dx = cpu_f32(&c->out[0]);
+    int64_t ignore = c->p.i[0];
+    SPIN_TRY(check_targets("CE_ROWS_BACK", t, n, v, ignore));
+#pragma omp parallel for schedule(static) if (n * v > PAR_MIN)
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * v;
+        float *dr = dx + r * v;
+        if (t[r] == ignore) {
+            for (int64_t j = 0; j < v; j++) dr[j] = 0.0f;
+            continue;
+        }
+        double g = dlogp[r], l = lse[r];
+        for (int64_t j = 0; j < v; j++) dr[j] = (float)(-g * exp((double)xr[j] - l));
+        dr[t[r]] = (float)(g * (1.0 - exp((double)xr[t[r]] - l)));
+    }
+    return SPIN_OK;
+}
