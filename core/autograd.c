@@ -245,8 +245,14 @@ spin_status spin_backward(spin_tensor *loss) {
 
 typedef struct {
     spin_recompute_fn fn;
-    void *ctx;
+    void *ctx; /* the caller's context, copied */
 } recompute_ctx;
+
+static void recompute_ctx_free(void *p) {
+    recompute_ctx *rc = p;
+    free(rc->ctx);
+    free(rc);
+}
 
 static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tensor **gin) {
     recompute_ctx *rc = n->ctx;
@@ -270,11 +276,12 @@ static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tens
     return s;
 }
 
-spin_tensor *spin_checkpoint(spin_recompute_fn fn, void *ctx, int n_in, spin_tensor *const *in) {
+spin_tensor *spin_checkpoint(spin_recompute_fn fn, const void *ctx, size_t ctx_size, int n_in,
+                             spin_tensor *const *in) {
     bool record = spin_grad_enabled();
     spin_scope_manual_begin();
     spin_no_grad_begin();
-    spin_tensor *out = fn(ctx, in, n_in);
+    spin_tensor *out = fn((void *)ctx, in, n_in);
     spin_no_grad_end();
     if (out && record) {
         /* Parameters captured in ctx may need gradients even when no input does, so the node is
@@ -289,10 +296,12 @@ spin_tensor *spin_checkpoint(spin_recompute_fn fn, void *ctx, int n_in, spin_ten
             n->needs[i] = wants_grad(in[i]);
         }
         recompute_ctx *rc = malloc(sizeof *rc);
-        SPIN_ASSERT(rc, "out of host memory");
-        *rc = (recompute_ctx){fn, ctx};
+        void *copy = malloc(ctx_size ? ctx_size : 1);
+        SPIN_ASSERT(rc && copy, "out of host memory");
+        memcpy(copy, ctx, ctx_size);
+        *rc = (recompute_ctx){fn, copy};
         n->ctx = rc;
-        n->ctx_free = free;
+        n->ctx_free = recompute_ctx_free;
         n->out_ndim = out->ndim;
         memcpy(n->out_shape, out->shape, sizeof n->out_shape);
         out->node = n;

@@ -67,7 +67,10 @@ spin_tensor *spin_detach(spin_tensor *t);
  * fn must be deterministic (the RNG is counter-based, so seeded dropout is). fn runs with manual
  * ownership (core/scope.h): it releases its temporaries and returns an owned reference. */
 typedef spin_tensor *(*spin_recompute_fn)(void *ctx, spin_tensor *const *in, int n_in);
-spin_tensor *spin_checkpoint(spin_recompute_fn fn, void *ctx, int n_in, spin_tensor *const *in);
+/* ctx (ctx_size bytes) is copied into the node: tensors fn needs must be inputs, not ctx fields,
+ * so they are kept alive until backward. */
+spin_tensor *spin_checkpoint(spin_recompute_fn fn, const void *ctx, size_t ctx_size, int n_in,
+                             spin_tensor *const *in);
 
 /* Accumulates g into *acc (creating it, contiguous, on first use). */
 spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g);

@@ -45,7 +45,9 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
     if (!opts) opts = &defaults;
     char sq[64], sk[64], sv[64], sp[64];
     OP_REQUIRE(q && k && v, "attention: q, k and v are required");
-    spin_shape_str(q, sq, sizeof sq), spin_shape_str(k, sk, sizeof sk), spin_shape_str(v, sv, sizeof sv);
+    spin_shape_str(q, sq, sizeof sq);
+    spin_shape_str(k, sk, sizeof sk);
+    spin_shape_str(v, sv, sizeof sv);
     OP_REQUIRE(spin_tensor_ndim(q) == 4 && spin_tensor_ndim(k) == 4 && spin_tensor_ndim(v) == 4,
                "attention: q %s, k %s, v %s must be 4-D [B, H, T, D]", sq, sk, sv);
     OP_REQUIRE(spin_tensor_dtype(q) == SPIN_F32 && spin_tensor_dtype(k) == SPIN_F32 && spin_tensor_dtype(v) == SPIN_F32,
@@ -74,8 +76,9 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
                    "attention: kmask %s must be [B, Tk] = [%lld, %lld] for k %s", sp, (long long)B, (long long)Tk, sk);
     }
     OP_REQUIRE(opts->window >= 0, "attention: window %lld must be >= 0", (long long)opts->window);
-    OP_REQUIRE(opts->kv_offset >= 0 && opts->kv_offset + Tq <= INT32_MAX, "attention: kv_offset %lld out of range",
-               (long long)opts->kv_offset);
+    /* default positions come from an f32 arange, exact below 2^24 */
+    OP_REQUIRE(qpos || (opts->kv_offset >= 0 && opts->kv_offset + Tq <= (1 << 24)),
+               "attention: kv_offset %lld out of range [0, 2^24 - Tq]; pass qpos instead", (long long)opts->kv_offset);
 
     spin_kparams p = {.f = {opts->scale != 0 ? opts->scale : 1.0f / sqrtf((float)D)}, .i = {opts->window}};
     /* The copies feed only the kernel; the gradient is routed to q, k, v by this op's own node. */

@@ -4,5 +4,6 @@
 /* Each subcommand gets argv starting at its own name; returns the process exit code. */
 int cmd_info(int argc, char **argv);
 int cmd_selftest(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

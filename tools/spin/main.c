@@ -11,6 +11,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  info       build options, backends and devices, BLAS and its kernel, threads\n"
             "  selftest   run the op case table on a device against the double-precision reference\n"
+            "  demo       train a small character-level transformer and print a greedy continuation\n"
             "\n"
             "environment:\n"
             "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "selftest")) return cmd_selftest(argc - 1, argv + 1);
+    if (!strcmp(cmd, "demo")) return cmd_demo(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

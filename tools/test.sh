@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds spin and runs the whole suite: CPU build (warnings as errors) with its unit and op tests,
+# the same tests under AddressSanitizer + UBSan, the layer check and a benchmark smoke run.
+# Prints the minutes each phase took and a summary; exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")/.."
+root=$(pwd)
+. tools/deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+declare -a names results times
+fail=0
+phase() { # phase NAME COMMAND...
+    local name=$1; shift
+    local t0=$(date +%s)
+    echo "=== $name"
+    if "$@"; then results+=("passed"); else results+=("FAILED"); fail=1; fi
+    local t1=$(date +%s)
+    names+=("$name")
+    times+=("$(awk -v s=$((t1 - t0)) 'BEGIN{printf "%.1f", s/60}')")
+    echo "=== $name: ${results[-1]} (${times[-1]} min)"
+}
+skip() { names+=("$1"); results+=("SKIPPED: $2"); times+=("-"); }
+
+cpu_build() {
+    cmake -S . -B build -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$jobs"
+}
+cpu_tests() { (cd build && ctest --output-on-failure); }
+asan() {
+    cmake -S . -B build-asan -DSPIN_WERROR=ON -DSPIN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
+        cmake --build build-asan -j"$jobs" &&
+        (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure)
+}
+layers() { tools/check_layers.sh; }
+bench_smoke() { build/bin/bench_ops --quick >/tmp/spin-bench-smoke.txt 2>&1 && tail -5 /tmp/spin-bench-smoke.txt; }
+
+phase "dependencies" spin_install_deps
+phase "layer check" layers
+phase "cpu build" cpu_build
+if [ "${results[-1]}" = "passed" ]; then
+    phase "cpu tests" cpu_tests
+    phase "benchmark smoke (bench_ops --quick)" bench_smoke
+else
+    skip "cpu tests" "the CPU build failed"
+    skip "benchmark smoke" "the CPU build failed"
+fi
+phase "sanitizers (ASan+UBSan: unit and op tests)" asan
+skip "opencl" "the OpenCL backend is not implemented yet (issue 6)"
+skip "cuda compile" "the CUDA backend is not implemented yet (issue 7)"
+skip "rocm compile" "the ROCm backend is not implemented yet (issue 7)"
+
+echo
+echo "=== summary"
+for i in "${!names[@]}"; do printf '  %-48s %-8s %s\n' "${names[$i]}" "${times[$i]}" "${results[$i]}"; done
+if [ $fail -ne 0 ]; then echo "tools/test.sh: FAILED"; exit 1; fi
+echo "tools/test.sh: all run phases passed"
