@@ -342,7 +342,36 @@ static void ref_view(const opcase *c, const double *const *in, double *out) {
 
 #define VW(name, code, desc, nin, ins, ...) CASE(name, desc, nin, F(ins), F({.i = {code, __VA_ARGS__}}), run_view, ref_view, 1e-7, 1e-4)
 
+/* ---- a composite graph: y[n] = sum_j logsigmoid((gelu(x w1 + b1) w2)[n, j]) ----
+ * Gradients flow through matmul, broadcast add, gelu, a second matmul, logsigmoid and sum. */
+static spin_tensor *run_composite(const opcase *c, spin_tensor *const *in) {
+    (void)c;
+    spin_tensor *h = spin_gelu(spin_add(spin_matmul(in[0], in[1], false, false), in[2]));
+    return spin_sum(spin_logsigmoid(spin_matmul(h, in[3], false, false)), -1, false);
+}
+
+static void ref_composite(const opcase *c, const double *const *in, double *out) {
+    int64_t n = c->in[0].shape[0], k = c->in[0].shape[1], hd = c->in[1].shape[1], m = c->in[3].shape[1];
+    for (int64_t r = 0; r < n; r++) {
+        double h[16], acc = 0;
+        for (int64_t j = 0; j < hd; j++) {
+            double z = in[2][j];
+            for (int64_t q = 0; q < k; q++) z += in[0][r * k + q] * in[1][q * hd + j];
+            h[j] = 0.5 * z * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (z + 0.044715 * z * z * z)));
+        }
+        for (int64_t j = 0; j < m; j++) {
+            double z = 0;
+            for (int64_t q = 0; q < hd; q++) z += h[q] * in[3][q * m + j];
+            acc += -log1p(exp(-z));
+        }
+        out[r] = acc;
+    }
+}
+
 const opcase opc_cases_basic[] = {
+    CASE("composite", "sum(logsigmoid(gelu(x[5,7] w1[7,13] + b1) w2[13,3]))", 4,
+         F({IN(2, 5, 7), IN(2, 7, 13), IN(1, 13), IN(2, 13, 3)}), {.i = {0}}, run_composite, ref_composite, 1e-6,
+         1e-3),
     EW2("add", E_ADD, "[5,7]+[5,7]", IN(2, 5, 7), IN(2, 5, 7)),
     EW2("add", E_ADD, "broadcast [3,1,5]+[7,1]", IN(3, 3, 1, 5), IN(2, 7, 1)),
     EW2("add", E_ADD, "transposed [13,5]+sliced [5]", INL(OPC_TRANSPOSED, 2, 13, 5), INL(OPC_SLICED, 1, 5)),
