@@ -13,8 +13,10 @@
 static spin_status check_targets(const char *kname, const int32_t *t, int64_t n, int64_t v, int64_t ignore) {
     for (int64_t r = 0; r < n; r++)
         if (t[r] != ignore && (t[r] < 0 || t[r] >= v))
-            return spin_fail(SPIN_ERR_INVALID, "%s: target %d at row %lld is outside [0, %lld) and is not the "
-                             "ignore index %lld", kname, (int)t[r], (long long)r, (long long)v, (long long)ignore);
+            return spin_fail(SPIN_ERR_INVALID,
+                             "%s: target %d at row %lld is outside [0, %lld) and is not the "
+                             "ignore index %lld",
+                             kname, (int)t[r], (long long)r, (long long)v, (long long)ignore);
     return SPIN_OK;
 }
 
@@ -38,9 +40,11 @@ spin_status cpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
             m = xr[j] > m ? xr[j] : m;
             sum += xr[j];
         }
-        if (m == -INFINITY) m = 0.0f; /* keeps x - m at -inf rather than NaN */
+        if (m == -INFINITY)
+            m = 0.0f; /* keeps x - m at -inf rather than NaN */
         double se = 0;
-        for (int64_t j = 0; j < v; j++) se += exp((double)xr[j] - m);
+        for (int64_t j = 0; j < v; j++)
+            se += exp((double)xr[j] - m);
         double l = m + log(se);
         lse[r] = (float)l;
         lsum[r] = (float)sum;
@@ -64,11 +68,13 @@ spin_status cpu_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
         const float *xr = x + r * v;
         float *dr = dx + r * v;
         if (t[r] == ignore) {
-            for (int64_t j = 0; j < v; j++) dr[j] = 0.0f;
+            for (int64_t j = 0; j < v; j++)
+                dr[j] = 0.0f;
             continue;
         }
         double g = dlogp[r], l = lse[r];
-        for (int64_t j = 0; j < v; j++) dr[j] = (float)(-g * exp((double)xr[j] - l));
+        for (int64_t j = 0; j < v; j++)
+            dr[j] = (float)(-g * exp((double)xr[j] - l));
         dr[t[r]] = (float)(g * (1.0 - exp((double)xr[t[r]] - l)));
     }
     return SPIN_OK;

@@ -13,8 +13,10 @@
 /* Whether (a, ia) ranks before (b, ib). */
 static inline bool ranks_before(float a, int64_t ia, float b, int64_t ib) {
     bool na = isnan(a), nb = isnan(b);
-    if (na != nb) return na;
-    if (!na && a != b) return a > b;
+    if (na != nb)
+        return na;
+    if (!na && a != b)
+        return a > b;
     return ia < ib;
 }
 
@@ -29,7 +31,8 @@ spin_status cpu_ARGMAX(struct spin_device *dev, const spin_kcall *c) {
         const float *xr = x + r * cols;
         int64_t best = 0;
         for (int64_t j = 1; j < cols; j++)
-            if (ranks_before(xr[j], j, xr[best], best)) best = j;
+            if (ranks_before(xr[j], j, xr[best], best))
+                best = j;
         idx[r] = (int32_t)best;
     }
     return SPIN_OK;
@@ -42,21 +45,24 @@ typedef struct {
 
 static int cmp_ranked(const void *pa, const void *pb) {
     const ranked *a = pa, *b = pb;
-    if (a->i == b->i) return 0;
+    if (a->i == b->i)
+        return 0;
     return ranks_before(a->v, a->i, b->v, b->i) ? -1 : 1;
 }
 
 /* The k best of row xr into buf[0..k), in rank order. buf has room for max(k, cols) entries. */
 static void row_topk(const float *xr, int64_t cols, int64_t k, ranked *buf) {
     if (k > TOPK_INSERT_MAX) {
-        for (int64_t j = 0; j < cols; j++) buf[j] = (ranked){xr[j], j};
+        for (int64_t j = 0; j < cols; j++)
+            buf[j] = (ranked){xr[j], j};
         qsort(buf, (size_t)cols, sizeof *buf, cmp_ranked); /* a total order: no instability */
         return;
     }
     int64_t have = 0;
     for (int64_t j = 0; j < cols; j++) {
         /* j increases, so an equal value never ranks before one already held */
-        if (have == k && !ranks_before(xr[j], j, buf[k - 1].v, buf[k - 1].i)) continue;
+        if (have == k && !ranks_before(xr[j], j, buf[k - 1].v, buf[k - 1].i))
+            continue;
         int64_t p = have < k ? have++ : k - 1;
         while (p > 0 && ranks_before(xr[j], j, buf[p - 1].v, buf[p - 1].i)) {
             buf[p] = buf[p - 1];
@@ -73,7 +79,8 @@ spin_status cpu_TOPK(struct spin_device *dev, const spin_kcall *c) {
     int64_t k = c->p.i[0];
     if (k < 0 || k > cols)
         return spin_fail(SPIN_ERR_INVALID, "TOPK: k = %lld outside [0, %lld]", (long long)k, (long long)cols);
-    if (k == 0 || rows == 0) return SPIN_OK;
+    if (k == 0 || rows == 0)
+        return SPIN_OK;
     const float *x = cpu_f32(&c->in[0]);
     float *val = cpu_f32(&c->out[0]);
     int32_t *idx = cpu_i32(&c->out[1]);
@@ -82,10 +89,12 @@ spin_status cpu_TOPK(struct spin_device *dev, const spin_kcall *c) {
 #pragma omp parallel if (rows * cols > PAR_MIN) reduction(|| : oom)
     {
         ranked *buf = malloc(cap * sizeof *buf); /* per-thread scratch */
-        if (!buf) oom = true;
+        if (!buf)
+            oom = true;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
-            if (!buf) continue;
+            if (!buf)
+                continue;
             row_topk(x + r * cols, cols, k, buf);
             for (int64_t q = 0; q < k; q++) {
                 val[r * k + q] = buf[q].v;

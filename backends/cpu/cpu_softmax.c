@@ -12,14 +12,16 @@
  * a shift of 0 so that x - shift stays -inf instead of becoming NaN. */
 static inline float row_max(const float *x, int64_t n) {
     float m = -INFINITY;
-    for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    for (int64_t j = 0; j < n; j++)
+        m = x[j] > m ? x[j] : m;
     return m == -INFINITY ? 0.0f : m;
 }
 
 /* sum_j exp(x_j - m), accumulated in double. */
 static inline double row_sumexp(const float *x, int64_t n, float m) {
     double s = 0;
-    for (int64_t j = 0; j < n; j++) s += exp((double)x[j] - m);
+    for (int64_t j = 0; j < n; j++)
+        s += exp((double)x[j] - m);
     return s;
 }
 
@@ -36,7 +38,8 @@ spin_status cpu_SOFTMAX(struct spin_device *dev, const spin_kcall *c) {
         float *yr = y + r * cols;
         float m = row_max(xr, cols);
         double inv = 1.0 / row_sumexp(xr, cols, m);
-        for (int64_t j = 0; j < cols; j++) yr[j] = (float)(exp((double)xr[j] - m) * inv);
+        for (int64_t j = 0; j < cols; j++)
+            yr[j] = (float)(exp((double)xr[j] - m) * inv);
     }
     return SPIN_OK;
 }
@@ -54,7 +57,8 @@ spin_status cpu_LOG_SOFTMAX(struct spin_device *dev, const spin_kcall *c) {
         float *yr = y + r * cols;
         float m = row_max(xr, cols);
         double lse = m + log(row_sumexp(xr, cols, m));
-        for (int64_t j = 0; j < cols; j++) yr[j] = (float)((double)xr[j] - lse);
+        for (int64_t j = 0; j < cols; j++)
+            yr[j] = (float)((double)xr[j] - lse);
     }
     return SPIN_OK;
 }
@@ -71,8 +75,10 @@ spin_status cpu_SOFTMAX_BACK(struct spin_device *dev, const spin_kcall *c) {
         const float *yr = y + r * cols, *gr = dy + r * cols;
         float *dr = dx + r * cols;
         double dot = 0;
-        for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * yr[j];
-        for (int64_t j = 0; j < cols; j++) dr[j] = (float)(yr[j] * (gr[j] - dot));
+        for (int64_t j = 0; j < cols; j++)
+            dot += (double)gr[j] * yr[j];
+        for (int64_t j = 0; j < cols; j++)
+            dr[j] = (float)(yr[j] * (gr[j] - dot));
     }
     return SPIN_OK;
 }
@@ -89,8 +95,10 @@ spin_status cpu_LOG_SOFTMAX_BACK(struct spin_device *dev, const spin_kcall *c) {
         const float *yr = y + r * cols, *gr = dy + r * cols;
         float *dr = dx + r * cols;
         double s = 0;
-        for (int64_t j = 0; j < cols; j++) s += gr[j];
-        for (int64_t j = 0; j < cols; j++) dr[j] = (float)(gr[j] - exp((double)yr[j]) * s);
+        for (int64_t j = 0; j < cols; j++)
+            s += gr[j];
+        for (int64_t j = 0; j < cols; j++)
+            dr[j] = (float)(gr[j] - exp((double)yr[j]) * s);
     }
     return SPIN_OK;
 }
