@@ -8,7 +8,9 @@
 #define SPIN_BACKEND_NAME "cpu"
 #endif
 
-const char *spin_build_backend(void) { return SPIN_BACKEND_NAME; }
+const char *spin_build_backend(void) {
+    return SPIN_BACKEND_NAME;
+}
 
 spin_device *spin_init(void) {
     static bool done;
@@ -20,6 +22,7 @@ spin_device *spin_init(void) {
         done = true;
     }
     const char *spec = getenv("SPIN_DEVICE");
-    if (spec && *spec) return spin_device_from_spec(spec);
+    if (spec && *spec)
+        return spin_device_from_spec(spec);
     return spin_cpu_device();
 }

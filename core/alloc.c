@@ -19,7 +19,7 @@ typedef struct block {
 
 typedef struct spin_alloc_cache {
     block *free_lists[N_CLASSES];
-    block *live; /* guard mode only: blocks handed out */
+    block *live;  /* guard mode only: blocks handed out */
     block *spare; /* recycled bookkeeping nodes */
     spin_alloc_stats stats;
 } spin_alloc_cache;
@@ -41,8 +41,8 @@ static int size_class(size_t bytes, size_t *cls_bytes) {
         return 0;
     }
     int p = 63 - __builtin_clzll((unsigned long long)(bytes - 1)); /* 2^p < bytes <= 2^(p+1) */
-    size_t step = (size_t)1 << (p - 1);                             /* quarter of 2^(p+1) */
-    size_t k = (bytes + step - 1) / step;                           /* 3..4 */
+    size_t step = (size_t)1 << (p - 1);                            /* quarter of 2^(p+1) */
+    size_t k = (bytes + step - 1) / step;                          /* 3..4 */
     *cls_bytes = k * step;
     return p * 4 + (int)(k & 3);
 }
@@ -86,7 +86,7 @@ static bool guard_ok(spin_device *dev, const block *b) {
         for (int i = 0; i < GUARD_BYTES; i++)
             if (got[i] != GUARD_BYTE) {
                 spin_log_msg(SPIN_LOG_ERROR, "%s: write %s a %zu-byte block detected (guard byte %d)",
-                         dev->name, side ? "past the end of" : "before the start of", b->cls_bytes, i);
+                             dev->name, side ? "past the end of" : "before the start of", b->cls_bytes, i);
                 return false;
             }
     }
@@ -115,7 +115,8 @@ void *spin_device_alloc(spin_device *dev, size_t bytes) {
             /* Return cached memory to the device and try once more before giving up. */
             spin_device_empty_cache(dev);
             raw = dev->backend->alloc(dev, cls_bytes + (guard ? 2 * GUARD_BYTES : 0));
-            if (!raw) return NULL;
+            if (!raw)
+                return NULL;
         }
         c->stats.raw_allocs++;
         b = node_new(c);
@@ -123,7 +124,8 @@ void *spin_device_alloc(spin_device *dev, size_t bytes) {
         b->cls_bytes = cls_bytes;
     }
     c->stats.bytes_in_use += cls_bytes;
-    if (c->stats.bytes_in_use > c->stats.peak_in_use) c->stats.peak_in_use = c->stats.bytes_in_use;
+    if (c->stats.bytes_in_use > c->stats.peak_in_use)
+        c->stats.peak_in_use = c->stats.bytes_in_use;
     if (guard) {
         guard_fill(dev, raw, cls_bytes);
         b->next = c->live;
@@ -135,7 +137,8 @@ void *spin_device_alloc(spin_device *dev, size_t bytes) {
 }
 
 void spin_device_free(spin_device *dev, void *buf, size_t bytes) {
-    if (!buf) return;
+    if (!buf)
+        return;
     spin_alloc_cache *c = cache_of(dev);
     size_t cls_bytes;
     int cls = size_class(bytes ? bytes : 1, &cls_bytes);
@@ -150,7 +153,8 @@ void spin_device_free(spin_device *dev, void *buf, size_t bytes) {
                 break;
             }
         SPIN_ASSERT(b, "freeing a block this allocator did not hand out");
-        if (!guard_ok(dev, b)) SPIN_ABORT("guard bytes overwritten on %s", dev->name);
+        if (!guard_ok(dev, b))
+            SPIN_ABORT("guard bytes overwritten on %s", dev->name);
     } else {
         b = node_new(c);
         b->buf = buf;
@@ -178,13 +182,15 @@ void spin_device_empty_cache(spin_device *dev) {
 
 spin_alloc_stats spin_device_alloc_stats(const spin_device *dev) {
     spin_alloc_stats s = {0};
-    if (dev->cache) s = dev->cache->stats;
+    if (dev->cache)
+        s = dev->cache->stats;
     return s;
 }
 
 int spin_device_check_guards(spin_device *dev) {
     spin_alloc_cache *c = cache_of(dev);
     int bad = 0;
-    for (block *b = c->live; b; b = b->next) bad += !guard_ok(dev, b);
+    for (block *b = c->live; b; b = b->next)
+        bad += !guard_ok(dev, b);
     return bad;
 }

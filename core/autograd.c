@@ -11,27 +11,38 @@
 static _Thread_local int no_grad_depth;
 static _Thread_local int force_depth;
 
-bool spin_grad_enabled(void) { return no_grad_depth == 0 || force_depth > 0; }
-void spin_no_grad_begin(void) { no_grad_depth++; }
+bool spin_grad_enabled(void) {
+    return no_grad_depth == 0 || force_depth > 0;
+}
+void spin_no_grad_begin(void) {
+    no_grad_depth++;
+}
 void spin_no_grad_end(void) {
     SPIN_ASSERT(no_grad_depth > 0, "unbalanced no-grad");
     no_grad_depth--;
 }
-void spin_grad_force_begin(void) { force_depth++; }
+void spin_grad_force_begin(void) {
+    force_depth++;
+}
 void spin_grad_force_end(void) {
     SPIN_ASSERT(force_depth > 0, "unbalanced grad force");
     force_depth--;
 }
 
-static bool wants_grad(const spin_tensor *t) { return t && (t->requires_grad || t->node); }
+static bool wants_grad(const spin_tensor *t) {
+    return t && (t->requires_grad || t->node);
+}
 
-spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backward_fn backward,
-                                int n_in, spin_tensor *const *in) {
-    if (!out || !spin_grad_enabled()) return NULL;
+spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backward_fn backward, int n_in,
+                                spin_tensor *const *in) {
+    if (!out || !spin_grad_enabled())
+        return NULL;
     SPIN_ASSERT(n_in <= SPIN_NODE_MAX_IN, "%s: %d inputs", name, n_in);
     bool any = false;
-    for (int i = 0; i < n_in; i++) any |= wants_grad(in[i]);
-    if (!any) return NULL;
+    for (int i = 0; i < n_in; i++)
+        any |= wants_grad(in[i]);
+    if (!any)
+        return NULL;
     spin_node *n = calloc(1, sizeof *n);
     SPIN_ASSERT(n, "out of host memory");
     n->name = name;
@@ -70,14 +81,16 @@ static void node_release_state(spin_node *n) {
         spin_tensor_release(n->saved[i]);
         n->saved[i] = NULL;
     }
-    if (n->ctx_free) n->ctx_free(n->ctx);
+    if (n->ctx_free)
+        n->ctx_free(n->ctx);
     n->ctx = NULL;
     n->ctx_free = NULL;
     n->released = true;
 }
 
 void spin_node_free(spin_node *n) {
-    if (!n) return;
+    if (!n)
+        return;
     if (n->walking) {
         n->orphaned = true; /* the walk still needs it; freed when the walk ends */
         return;
@@ -102,7 +115,8 @@ spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g) {
             return SPIN_OK;
         }
         spin_tensor *c = spin_tensor_new(g->st->dev, g->dtype, g->ndim, g->shape);
-        if (!c) return SPIN_ERR_OOM;
+        if (!c)
+            return SPIN_ERR_OOM;
         spin_status s = spin_launch(SPIN_K_COPY, 1, &g, 1, &c, NULL);
         if (s != SPIN_OK) {
             spin_tensor_release(c);
@@ -149,7 +163,8 @@ static void collect(spin_node *root, node_list *all) {
         spin_node *n = stack.items[--stack.n];
         for (int i = 0; i < n->n_in; i++) {
             spin_tensor *t = n->in[i];
-            if (!n->needs[i] || !t || !t->node) continue;
+            if (!n->needs[i] || !t || !t->node)
+                continue;
             spin_node *m = t->node;
             if (!list_has(all, m)) {
                 m->walking = true;
@@ -168,12 +183,15 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
     spin_no_grad_begin();
     spin_status s = SPIN_OK;
     if (!out->node) {
-        if (out->requires_grad) s = spin_grad_accumulate(&out->grad, seed);
-        else s = spin_fail(SPIN_ERR_INVALID, "backward through a tensor that does not require grad");
+        if (out->requires_grad)
+            s = spin_grad_accumulate(&out->grad, seed);
+        else
+            s = spin_fail(SPIN_ERR_INVALID, "backward through a tensor that does not require grad");
         goto done;
     }
     if (out->node->released) {
-        s = spin_fail(SPIN_ERR_INVALID, "backward through a graph that was already freed (%s)", out->node->name);
+        s = spin_fail(SPIN_ERR_INVALID, "backward through a graph that was already freed (%s)",
+                      out->node->name);
         goto done;
     }
     node_list all = {0}, ready = {0};
@@ -194,19 +212,23 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
         for (int i = 0; i < n->n_in && s == SPIN_OK; i++) {
             spin_tensor *t = n->in[i];
             if (!gin[i]) {
-                if (n->needs[i] && t->node && --t->node->pending == 0) list_push(&ready, t->node);
+                if (n->needs[i] && t->node && --t->node->pending == 0)
+                    list_push(&ready, t->node);
                 continue;
             }
             SPIN_ASSERT(spin_tensor_same_shape(gin[i], t), "%s: gradient %d has the wrong shape", n->name, i);
             if (t->node) {
                 s = spin_grad_accumulate(&t->node->gacc, gin[i]);
-                if (--t->node->pending == 0) list_push(&ready, t->node);
+                if (--t->node->pending == 0)
+                    list_push(&ready, t->node);
             } else if (t->requires_grad) {
                 s = spin_grad_accumulate(&t->grad, gin[i]);
             }
         }
-        for (int i = 0; i < n->n_in; i++) spin_tensor_release(gin[i]);
-        if (!keep_graph) node_release_state(n);
+        for (int i = 0; i < n->n_in; i++)
+            spin_tensor_release(gin[i]);
+        if (!keep_graph)
+            node_release_state(n);
     }
     for (size_t i = 0; i < all.n; i++) {
         spin_node *n = all.items[i];
@@ -214,7 +236,8 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
         n->walking = false;
         spin_tensor_release(n->gacc);
         n->gacc = NULL;
-        if (n->orphaned) spin_node_free(n);
+        if (n->orphaned)
+            spin_node_free(n);
     }
     free(all.items);
     free(ready.items);
@@ -235,7 +258,8 @@ spin_status spin_backward(spin_tensor *loss) {
         spin_kparams p = {.f = {1.0f}};
         s = spin_launch(SPIN_K_FILL, 0, NULL, 1, &seed, &p);
     }
-    if (s == SPIN_OK) s = spin_backward_seeded(loss, seed, false);
+    if (s == SPIN_OK)
+        s = spin_backward_seeded(loss, seed, false);
     spin_tensor_release(seed);
     spin_scope_manual_end();
     return s;
@@ -258,7 +282,8 @@ static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tens
     recompute_ctx *rc = n->ctx;
     spin_tensor *det[SPIN_NODE_MAX_IN] = {0};
     for (int i = 0; i < n->n_in; i++) {
-        if (!n->in[i]) continue;
+        if (!n->in[i])
+            continue;
         det[i] = spin_detach(n->in[i]);
         det[i]->requires_grad = n->needs[i];
     }
@@ -266,10 +291,13 @@ static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tens
     spin_tensor *out = rc->fn(rc->ctx, det, n->n_in);
     spin_grad_force_end();
     spin_status s = out ? SPIN_OK : SPIN_ERR_INVALID;
-    if (s == SPIN_OK && out->node) s = spin_backward_seeded(out, gout, false);
+    if (s == SPIN_OK && out->node)
+        s = spin_backward_seeded(out, gout, false);
     for (int i = 0; i < n->n_in; i++) {
-        if (!det[i]) continue;
-        if (n->needs[i]) gin[i] = spin_tensor_retain(det[i]->grad);
+        if (!det[i])
+            continue;
+        if (n->needs[i])
+            gin[i] = spin_tensor_retain(det[i]->grad);
         spin_tensor_release(det[i]);
     }
     spin_tensor_release(out);

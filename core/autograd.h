@@ -49,8 +49,8 @@ void spin_grad_force_end(void);
 
 /* Records a node producing `out` if grad mode is on and any input requires grad; returns it (the
  * op then saves what its backward needs) or NULL when nothing is recorded. Inputs may be NULL. */
-spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backward_fn backward,
-                                int n_in, spin_tensor *const *in);
+spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backward_fn backward, int n_in,
+                                spin_tensor *const *in);
 /* Keeps t for backward: an alias sharing t's storage, without t's graph (no reference cycles). */
 void spin_node_save(spin_node *n, spin_tensor *t);
 void spin_node_free(spin_node *n);

@@ -9,12 +9,12 @@
 #include "core/backend.h"
 
 typedef struct {
-    uint64_t raw_allocs;   /* calls to the backend's alloc */
-    uint64_t raw_frees;    /* calls to the backend's free */
-    uint64_t cache_hits;   /* requests served from the cache */
-    uint64_t requests;     /* all requests */
-    size_t bytes_in_use;   /* handed out, by size class */
-    size_t bytes_cached;   /* held in free lists */
+    uint64_t raw_allocs; /* calls to the backend's alloc */
+    uint64_t raw_frees;  /* calls to the backend's free */
+    uint64_t cache_hits; /* requests served from the cache */
+    uint64_t requests;   /* all requests */
+    size_t bytes_in_use; /* handed out, by size class */
+    size_t bytes_cached; /* held in free lists */
     size_t peak_in_use;
 } spin_alloc_stats;
 

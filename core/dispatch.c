@@ -15,22 +15,28 @@ const char *spin_kernel_name(spin_kernel k) {
     return (unsigned)k < SPIN_KERNEL_COUNT ? names[k] : "?";
 }
 
-static void build_call(spin_kcall *c, int n_in, spin_tensor *const *in, int n_out,
-                       spin_tensor *const *out, const spin_kparams *p) {
+static void build_call(spin_kcall *c, int n_in, spin_tensor *const *in, int n_out, spin_tensor *const *out,
+                       const spin_kparams *p) {
     memset(c, 0, sizeof *c);
     c->n_in = n_in;
     c->n_out = n_out;
-    for (int i = 0; i < n_in; i++) c->in[i] = spin_tensor_kview(in[i]);
-    for (int i = 0; i < n_out; i++) c->out[i] = spin_tensor_kview(out[i]);
-    if (p) c->p = *p;
+    for (int i = 0; i < n_in; i++)
+        c->in[i] = spin_tensor_kview(in[i]);
+    for (int i = 0; i < n_out; i++)
+        c->out[i] = spin_tensor_kview(out[i]);
+    if (p)
+        c->p = *p;
 }
 
 static bool supported(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
                       spin_tensor *const *out) {
-    if (!dev->backend->kernels[k]) return false;
+    if (!dev->backend->kernels[k])
+        return false;
     spin_dtype din[SPIN_KMAX_IN], dout[SPIN_KMAX_OUT];
-    for (int i = 0; i < n_in; i++) din[i] = in[i]->dtype;
-    for (int i = 0; i < n_out; i++) dout[i] = out[i]->dtype;
+    for (int i = 0; i < n_in; i++)
+        din[i] = in[i]->dtype;
+    for (int i = 0; i < n_out; i++)
+        dout[i] = out[i]->dtype;
     return dev->backend->supports(dev, k, din, n_in, dout, n_out);
 }
 
@@ -40,7 +46,8 @@ static spin_status storage_to_cpu(spin_tensor *t, spin_device *cpu, spin_storage
     st->dev = cpu;
     st->bytes = t->st->bytes;
     st->buf = spin_device_alloc(cpu, st->bytes);
-    if (!st->buf) return spin_fail(SPIN_ERR_OOM, "CPU fallback: cannot allocate %zu bytes", st->bytes);
+    if (!st->buf)
+        return spin_fail(SPIN_ERR_OOM, "CPU fallback: cannot allocate %zu bytes", st->bytes);
     *alias = *t;
     alias->st = st;
     alias->node = NULL;
@@ -48,8 +55,8 @@ static spin_status storage_to_cpu(spin_tensor *t, spin_device *cpu, spin_storage
     return t->st->dev->backend->to_host(t->st->dev, st->buf, t->st->buf, 0, st->bytes);
 }
 
-static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in,
-                              int n_out, spin_tensor *const *out, const spin_kparams *p) {
+static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
+                              spin_tensor *const *out, const spin_kparams *p) {
     spin_device *cpu = spin_cpu_device();
     if (!supported(cpu, k, n_in, in, n_out, out)) {
         char dts[128] = "";
@@ -58,12 +65,13 @@ static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_te
             strncat(dts, i ? "," : "", sizeof dts - strlen(dts) - 1);
             strncat(dts, spin_dtype_name(t->dtype), sizeof dts - strlen(dts) - 1);
         }
-        return spin_fail(SPIN_ERR_UNSUPPORTED, "kernel %s is not implemented for dtypes (%s) on %s or the CPU",
-                         spin_kernel_name(k), dts, dev->name);
+        return spin_fail(SPIN_ERR_UNSUPPORTED,
+                         "kernel %s is not implemented for dtypes (%s) on %s or the CPU", spin_kernel_name(k),
+                         dts, dev->name);
     }
     if (dev->fallbacks[k]++ == 0)
         spin_log_msg(SPIN_LOG_WARN, "%s cannot run kernel %s for these dtypes; running it on the CPU",
-                 dev->name, spin_kernel_name(k));
+                     dev->name, spin_kernel_name(k));
     spin_storage st[SPIN_KMAX_IN + SPIN_KMAX_OUT];
     spin_tensor alias[SPIN_KMAX_IN + SPIN_KMAX_OUT];
     spin_tensor *ain[SPIN_KMAX_IN], *aout[SPIN_KMAX_OUT];
@@ -72,8 +80,10 @@ static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_te
     for (int i = 0; i < n_in + n_out && s == SPIN_OK; i++, made++) {
         spin_tensor *t = i < n_in ? in[i] : out[i - n_in];
         s = storage_to_cpu(t, cpu, &st[i], &alias[i]);
-        if (i < n_in) ain[i] = &alias[i];
-        else aout[i - n_in] = &alias[i];
+        if (i < n_in)
+            ain[i] = &alias[i];
+        else
+            aout[i - n_in] = &alias[i];
     }
     if (s == SPIN_OK) {
         spin_kcall c;
@@ -82,12 +92,13 @@ static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_te
     }
     for (int i = 0; i < n_out && s == SPIN_OK; i++)
         s = dev->backend->from_host(dev, out[i]->st->buf, 0, st[n_in + i].buf, st[n_in + i].bytes);
-    for (int i = 0; i < made; i++) spin_device_free(cpu, st[i].buf, st[i].bytes);
+    for (int i = 0; i < made; i++)
+        spin_device_free(cpu, st[i].buf, st[i].bytes);
     return s;
 }
 
-spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
-                        spin_tensor *const *out, const spin_kparams *p) {
+spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_out, spin_tensor *const *out,
+                        const spin_kparams *p) {
     SPIN_ASSERT((unsigned)k < SPIN_KERNEL_COUNT, "bad kernel %d", (int)k);
     SPIN_ASSERT(n_in >= 0 && n_in <= SPIN_KMAX_IN && n_out >= 1 && n_out <= SPIN_KMAX_OUT,
                 "kernel %s: %d inputs, %d outputs", spin_kernel_name(k), n_in, n_out);
@@ -98,7 +109,8 @@ spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_o
                              spin_kernel_name(k), i, in[i]->st->dev->name, dev->name);
     for (int i = 1; i < n_out; i++)
         if (out[i]->st->dev != dev)
-            return spin_fail(SPIN_ERR_INVALID, "kernel %s: outputs on different devices", spin_kernel_name(k));
+            return spin_fail(SPIN_ERR_INVALID, "kernel %s: outputs on different devices",
+                             spin_kernel_name(k));
     if (supported(dev, k, n_in, in, n_out, out)) {
         spin_kcall c;
         build_call(&c, n_in, in, n_out, out, p);
@@ -109,6 +121,7 @@ spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_o
 
 uint64_t spin_fallback_total(const spin_device *dev) {
     uint64_t n = 0;
-    for (int k = 0; k < SPIN_KERNEL_COUNT; k++) n += dev->fallbacks[k];
+    for (int k = 0; k < SPIN_KERNEL_COUNT; k++)
+        n += dev->fallbacks[k];
     return n;
 }

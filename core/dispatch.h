@@ -6,8 +6,8 @@
 #include "core/backend.h"
 #include "core/tensor.h"
 
-spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
-                        spin_tensor *const *out, const spin_kparams *p);
+spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_out, spin_tensor *const *out,
+                        const spin_kparams *p);
 
 /* Total CPU fallbacks on a device since start. */
 uint64_t spin_fallback_total(const spin_device *dev);

@@ -30,7 +30,8 @@ const char *spin_dtype_name(spin_dtype t) {
 uint16_t spin_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
@@ -47,9 +48,11 @@ uint16_t spin_f32_to_f16(float f) {
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t absx = x & 0x7fffffffu;
-    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
-    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow to inf */
-    if (absx < 0x38800000u) {                                   /* subnormal or zero */
+    if (absx > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00u);
+    if (absx >= 0x477ff000u)
+        return (uint16_t)(sign | 0x7c00u); /* overflow to inf */
+    if (absx < 0x38800000u) {              /* subnormal or zero */
         float a;
         memcpy(&a, &absx, 4);
         /* scale so the subnormal step (2^-24) becomes 1, then round to nearest even */
@@ -60,7 +63,8 @@ uint16_t spin_f32_to_f16(float f) {
     uint32_t exp = (absx >> 23) - 127 + 15;
     uint32_t h = (exp << 10) | (mant >> 13);
     uint32_t rest = mant & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
+        h++;
     return (uint16_t)(sign | h);
 }
 
@@ -77,7 +81,8 @@ float spin_f16_to_f32(uint16_t h) {
         memcpy(&f, &u, 4);
         return f;
     }
-    uint32_t u = exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112) << 23) | (mant << 13));
+    uint32_t u =
+        exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112) << 23) | (mant << 13));
     memcpy(&f, &u, 4);
     return f;
 }

@@ -6,13 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    SPIN_F32 = 0,
-    SPIN_F16 = 1,
-    SPIN_BF16 = 2,
-    SPIN_I32 = 3,
-    SPIN_DTYPE_COUNT
-} spin_dtype;
+typedef enum { SPIN_F32 = 0, SPIN_F16 = 1, SPIN_BF16 = 2, SPIN_I32 = 3, SPIN_DTYPE_COUNT } spin_dtype;
 
 size_t spin_dtype_size(spin_dtype t);
 const char *spin_dtype_name(spin_dtype t);

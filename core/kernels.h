@@ -11,56 +11,56 @@
 #define SPIN_CORE_KERNELS_H
 
 #define SPIN_KERNELS(X)                                                                            \
-    X(COPY)             /* x                        y (any dtype: cast)                        */  \
-    X(FILL)             /* -                        y                     f0 value            */  \
-    X(ARANGE)           /* -                        y (contig, 1-D)       f0 start, f1 step   */  \
-    X(RNG_UNIFORM)      /* -                        y (contig)            i0 seed, i1 offset  */  \
-    X(RNG_NORMAL)       /* -                        y (contig)            i0 seed, i1 offset  */  \
-    X(ADD)              /* a, b (broadcast views)   y                                         */  \
+    X(COPY)        /* x                        y (any dtype: cast)                        */       \
+    X(FILL)        /* -                        y                     f0 value            */        \
+    X(ARANGE)      /* -                        y (contig, 1-D)       f0 start, f1 step   */        \
+    X(RNG_UNIFORM) /* -                        y (contig)            i0 seed, i1 offset  */        \
+    X(RNG_NORMAL)  /* -                        y (contig)            i0 seed, i1 offset  */        \
+    X(ADD)         /* a, b (broadcast views)   y                                         */        \
     X(SUB)                                                                                         \
     X(MUL)                                                                                         \
     X(DIV)                                                                                         \
-    X(SCALE)            /* x                        y = f0*x + f1                             */  \
+    X(SCALE) /* x                        y = f0*x + f1                             */              \
     X(EXP)                                                                                         \
     X(LOG)                                                                                         \
     X(SQRT)                                                                                        \
     X(RSQRT)                                                                                       \
     X(NEG)                                                                                         \
     X(SILU)                                                                                        \
-    X(GELU)             /* tanh approximation                                                 */  \
+    X(GELU) /* tanh approximation                                                 */               \
     X(RELU)                                                                                        \
     X(LOGSIGMOID)                                                                                  \
-    X(CLAMP)            /* x                        y                     f0 lo, f1 hi        */  \
-    X(SILU_BACK)        /* x, dy                    dx                                        */  \
-    X(GELU_BACK)        /* x, dy                    dx                                        */  \
-    X(RELU_BACK)        /* x, dy                    dx                                        */  \
-    X(LOGSIGMOID_BACK)  /* x, dy                    dx                                        */  \
-    X(CLAMP_BACK)       /* x, dy                    dx                    f0 lo, f1 hi        */  \
-    X(WHERE)            /* cond, a, b (broadcast)   y = cond != 0 ? a : b                     */  \
-    X(SUM_AXIS)         /* x                        y (axis kept, size 1) i0 axis             */  \
-    X(SUMSQ_AXIS)       /* x                        y (axis kept, size 1) i0 axis             */  \
-    X(MATMUL)           /* a [.., M, K], b [.., K, N] (either may be a transposed view)          \
-                                                    c [.., M, N]          c = f0*a@b + f1*c   */  \
-    X(SOFTMAX)          /* x contig [.., C]         y                                         */  \
-    X(LOG_SOFTMAX)      /* x contig [.., C]         y                                         */  \
-    X(SOFTMAX_BACK)     /* y, dy contig             dx                                        */  \
-    X(LOG_SOFTMAX_BACK) /* y, dy contig             dx                                        */  \
-    X(EMBEDDING)        /* w [V, C], ids [N]        y [N, C]                                  */  \
-    X(EMBEDDING_BACK)   /* ids [N], dy [N, C]       dw [V, C] (overwritten) i0 V              */  \
-    X(RMSNORM)          /* x [N, C], w [C]          y, rstd [N]           f0 eps              */  \
-    X(RMSNORM_BACK)     /* x, w, rstd, dy           dx, dw                                    */  \
-    X(LAYERNORM)        /* x [N, C], w [C], b [C]   y, mean [N], rstd [N] f0 eps              */  \
-    X(LAYERNORM_BACK)   /* x, w, mean, rstd, dy     dx, dw, db                                */  \
-    X(ROPE)             /* x [B, H, T, D], pos [B, T], inv_freq [D/2]                            \
+    X(CLAMP)            /* x                        y                     f0 lo, f1 hi        */   \
+    X(SILU_BACK)        /* x, dy                    dx                                        */   \
+    X(GELU_BACK)        /* x, dy                    dx                                        */   \
+    X(RELU_BACK)        /* x, dy                    dx                                        */   \
+    X(LOGSIGMOID_BACK)  /* x, dy                    dx                                        */   \
+    X(CLAMP_BACK)       /* x, dy                    dx                    f0 lo, f1 hi        */   \
+    X(WHERE)            /* cond, a, b (broadcast)   y = cond != 0 ? a : b                     */   \
+    X(SUM_AXIS)         /* x                        y (axis kept, size 1) i0 axis             */   \
+    X(SUMSQ_AXIS)       /* x                        y (axis kept, size 1) i0 axis             */   \
+    X(MATMUL)           /* a [.., M, K], b [.., K, N] (either may be a transposed view)            \
+                                                    c [.., M, N]          c = f0*a@b + f1*c   */   \
+    X(SOFTMAX)          /* x contig [.., C]         y                                         */   \
+    X(LOG_SOFTMAX)      /* x contig [.., C]         y                                         */   \
+    X(SOFTMAX_BACK)     /* y, dy contig             dx                                        */   \
+    X(LOG_SOFTMAX_BACK) /* y, dy contig             dx                                        */   \
+    X(EMBEDDING)        /* w [V, C], ids [N]        y [N, C]                                  */   \
+    X(EMBEDDING_BACK)   /* ids [N], dy [N, C]       dw [V, C] (overwritten) i0 V              */   \
+    X(RMSNORM)          /* x [N, C], w [C]          y, rstd [N]           f0 eps              */   \
+    X(RMSNORM_BACK)     /* x, w, rstd, dy           dx, dw                                    */   \
+    X(LAYERNORM)        /* x [N, C], w [C], b [C]   y, mean [N], rstd [N] f0 eps              */   \
+    X(LAYERNORM_BACK)   /* x, w, mean, rstd, dy     dx, dw, db                                */   \
+    X(ROPE)             /* x [B, H, T, D], pos [B, T], inv_freq [D/2]                              \
                                                     y                     i0 layout, i1 inverse */ \
-    X(ATTENTION)        /* q [B,Hq,Tq,D], k, v [B,Hkv,Tk,D], qpos [B,Tq], (kmask [B,Tk])         \
-                                                    o [B,Hq,Tq,D], lse [B,Hq,Tq]                 \
-                                                                          f0 scale, i0 window */  \
-    X(ATTENTION_BACK)   /* q, k, v, o, lse, do, qpos, (kmask)                                    \
-                                                    dq, dk, dv            f0 scale, i0 window */  \
-    X(CE_ROWS)          /* logits [N, V], targets [N]  logp, lse, logit_sum [N]  i0 ignore    */  \
-    X(CE_ROWS_BACK)     /* logits, targets, lse, dlogp [N]  dlogits [N, V]      i0 ignore     */  \
-    X(ARGMAX)           /* x contig [.., C]         idx [..] (i32)                            */  \
+    X(ATTENTION)        /* q [B,Hq,Tq,D], k, v [B,Hkv,Tk,D], qpos [B,Tq], (kmask [B,Tk])           \
+                                                    o [B,Hq,Tq,D], lse [B,Hq,Tq]                   \
+                                                                          f0 scale, i0 window */   \
+    X(ATTENTION_BACK)   /* q, k, v, o, lse, do, qpos, (kmask)                                      \
+                                                    dq, dk, dv            f0 scale, i0 window */   \
+    X(CE_ROWS)          /* logits [N, V], targets [N]  logp, lse, logit_sum [N]  i0 ignore    */   \
+    X(CE_ROWS_BACK)     /* logits, targets, lse, dlogp [N]  dlogits [N, V]      i0 ignore     */   \
+    X(ARGMAX)           /* x contig [.., C]         idx [..] (i32)                            */   \
     X(TOPK)             /* x contig [.., C]         val [.., k], idx [.., k]  i0 k            */
 
 typedef enum {

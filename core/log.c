@@ -11,19 +11,26 @@ static void *sink_user;
 
 static spin_log_level level_from_env(void) {
     const char *e = getenv("SPIN_LOG_LEVEL");
-    if (!e) return SPIN_LOG_WARN;
-    if (!strcmp(e, "debug")) return SPIN_LOG_DEBUG;
-    if (!strcmp(e, "info")) return SPIN_LOG_INFO;
-    if (!strcmp(e, "error")) return SPIN_LOG_ERROR;
+    if (!e)
+        return SPIN_LOG_WARN;
+    if (!strcmp(e, "debug"))
+        return SPIN_LOG_DEBUG;
+    if (!strcmp(e, "info"))
+        return SPIN_LOG_INFO;
+    if (!strcmp(e, "error"))
+        return SPIN_LOG_ERROR;
     return SPIN_LOG_WARN;
 }
 
 spin_log_level spin_log_get_level(void) {
-    if (level < 0) level = (int)level_from_env();
+    if (level < 0)
+        level = (int)level_from_env();
     return (spin_log_level)level;
 }
 
-void spin_log_set_level(spin_log_level l) { level = (int)l; }
+void spin_log_set_level(spin_log_level l) {
+    level = (int)l;
+}
 
 void spin_log_set_sink(spin_log_sink s, void *user) {
     sink = s;
@@ -31,7 +38,8 @@ void spin_log_set_sink(spin_log_sink s, void *user) {
 }
 
 void spin_log_msg(spin_log_level l, const char *fmt, ...) {
-    if (l < spin_log_get_level()) return;
+    if (l < spin_log_get_level())
+        return;
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);

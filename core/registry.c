@@ -17,25 +17,33 @@ spin_status spin_backend_register(const spin_backend *b) {
     SPIN_ASSERT(b->api_version == SPIN_BACKEND_API_VERSION, "backend %s built for API %d, core is %d",
                 b->name, b->api_version, SPIN_BACKEND_API_VERSION);
     for (int i = 0; i < n_backends; i++)
-        if (backends[i] == b) return SPIN_OK;
-    if (n_backends == MAX_BACKENDS) return spin_fail(SPIN_ERR_INVALID, "too many backends");
+        if (backends[i] == b)
+            return SPIN_OK;
+    if (n_backends == MAX_BACKENDS)
+        return spin_fail(SPIN_ERR_INVALID, "too many backends");
     backends[n_backends++] = b;
     return SPIN_OK;
 }
 
-int spin_backend_count(void) { return n_backends; }
+int spin_backend_count(void) {
+    return n_backends;
+}
 
-const spin_backend *spin_backend_at(int i) { return i >= 0 && i < n_backends ? backends[i] : NULL; }
+const spin_backend *spin_backend_at(int i) {
+    return i >= 0 && i < n_backends ? backends[i] : NULL;
+}
 
 const spin_backend *spin_backend_find(const char *name) {
     for (int i = 0; i < n_backends; i++)
-        if (!strcmp(backends[i]->name, name)) return backends[i];
+        if (!strcmp(backends[i]->name, name))
+            return backends[i];
     return NULL;
 }
 
 static int backend_slot(const spin_backend *b) {
     for (int i = 0; i < n_backends; i++)
-        if (backends[i] == b) return i;
+        if (backends[i] == b)
+            return i;
     return -1;
 }
 
@@ -52,8 +60,7 @@ spin_device *spin_device_get(const char *name, int index) {
     }
     int n = b->device_count();
     if (index < 0 || index >= n || index >= MAX_DEVICES) {
-        spin_fail(SPIN_ERR_INVALID, "backend '%s' has %d device(s); index %d does not exist", name, n,
-                  index);
+        spin_fail(SPIN_ERR_INVALID, "backend '%s' has %d device(s); index %d does not exist", name, n, index);
         return NULL;
     }
     int slot = backend_slot(b);
@@ -109,8 +116,10 @@ void spin_devices_close(void) {
     for (int s = 0; s < n_backends; s++)
         for (int i = 0; i < MAX_DEVICES; i++) {
             spin_device *d = devices[s][i];
-            if (!d) continue;
+            if (!d)
+                continue;
             spin_device_empty_cache(d);
-            if (d->backend->device_close) d->backend->device_close(d);
+            if (d->backend->device_close)
+                d->backend->device_close(d);
         }
 }

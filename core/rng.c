@@ -23,7 +23,9 @@ spin_philox_out spin_philox(uint64_t seed, uint64_t counter) {
     return (spin_philox_out){{c0, c1, c2, c3}};
 }
 
-static float u24(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }
+static float u24(uint32_t x) {
+    return (float)(x >> 8) * (1.0f / 16777216.0f);
+}
 
 float spin_rng_uniform(uint64_t seed, uint64_t index) {
     spin_philox_out o = spin_philox(seed, index / 4);

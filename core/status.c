@@ -26,9 +26,13 @@ spin_status spin_fail(spin_status code, const char *fmt, ...) {
     return code;
 }
 
-const char *spin_last_error(void) { return last_error; }
+const char *spin_last_error(void) {
+    return last_error;
+}
 
-void spin_clear_error(void) { last_error[0] = '\0'; }
+void spin_clear_error(void) {
+    last_error[0] = '\0';
+}
 
 void spin_abort_at(const char *file, int line, const char *fmt, ...) {
     fprintf(stderr, "spin: fatal: %s:%d: ", file, line);

@@ -27,16 +27,18 @@ void spin_clear_error(void);
 noreturn void spin_abort_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define SPIN_ABORT(...) spin_abort_at(__FILE__, __LINE__, __VA_ARGS__)
-#define SPIN_ASSERT(cond, ...)                                                                     \
-    do {                                                                                           \
-        if (!(cond)) spin_abort_at(__FILE__, __LINE__, "assertion `" #cond "` failed: " __VA_ARGS__); \
+#define SPIN_ASSERT(cond, ...)                                                               \
+    do {                                                                                     \
+        if (!(cond))                                                                         \
+            spin_abort_at(__FILE__, __LINE__, "assertion `" #cond "` failed: " __VA_ARGS__); \
     } while (0)
 
 /* Propagates a non-OK status to the caller. */
-#define SPIN_TRY(expr)                                                                             \
-    do {                                                                                           \
-        spin_status spin_try_s_ = (expr);                                                          \
-        if (spin_try_s_ != SPIN_OK) return spin_try_s_;                                            \
+#define SPIN_TRY(expr)                    \
+    do {                                  \
+        spin_status spin_try_s_ = (expr); \
+        if (spin_try_s_ != SPIN_OK)       \
+            return spin_try_s_;           \
     } while (0)
 
 #endif

@@ -29,7 +29,8 @@ static void push_frame(bool collecting) {
 }
 
 static void scope_register(spin_tensor *t) {
-    if (depth == 0 || !frames[depth - 1].collecting) return;
+    if (depth == 0 || !frames[depth - 1].collecting)
+        return;
     scope_frame *f = &frames[depth - 1];
     if (f->n == f->cap) {
         f->cap = f->cap ? 2 * f->cap : 256;
@@ -39,18 +40,23 @@ static void scope_register(spin_tensor *t) {
     f->items[f->n++] = t;
 }
 
-void spin_scope_begin(void) { push_frame(true); }
+void spin_scope_begin(void) {
+    push_frame(true);
+}
 
 void spin_scope_end(void) {
     SPIN_ASSERT(depth > 0 && frames[depth - 1].collecting, "spin_scope_end without spin_scope_begin");
     scope_frame *f = &frames[depth - 1];
     /* Newest first, so results drop before the inputs they were computed from. */
-    for (size_t i = f->n; i-- > 0;) spin_tensor_release(f->items[i]);
+    for (size_t i = f->n; i-- > 0;)
+        spin_tensor_release(f->items[i]);
     f->n = 0;
     depth--;
 }
 
-void spin_scope_manual_begin(void) { push_frame(false); }
+void spin_scope_manual_begin(void) {
+    push_frame(false);
+}
 
 void spin_scope_manual_end(void) {
     SPIN_ASSERT(depth > 0 && !frames[depth - 1].collecting, "unbalanced manual scope");
@@ -58,13 +64,18 @@ void spin_scope_manual_end(void) {
 }
 
 spin_tensor *spin_scope_adopt(spin_tensor *t) {
-    if (t) scope_register(t);
+    if (t)
+        scope_register(t);
     return t;
 }
 
-spin_tensor *spin_scope_keep(spin_tensor *t) { return spin_tensor_retain(t); }
+spin_tensor *spin_scope_keep(spin_tensor *t) {
+    return spin_tensor_retain(t);
+}
 
-int spin_scope_depth(void) { return depth; }
+int spin_scope_depth(void) {
+    return depth;
+}
 
 /* ---- creation ---- */
 
@@ -106,7 +117,8 @@ spin_tensor *spin_tensor_new(spin_device *dev, spin_dtype dtype, int ndim, const
     t->st = st;
     t->dtype = dtype;
     t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
     set_contiguous_strides(t);
     scope_register(t);
     return t;
@@ -116,18 +128,21 @@ spin_tensor *spin_tensor_new_like(const spin_tensor *t) {
     return spin_tensor_new(t->st->dev, t->dtype, t->ndim, t->shape);
 }
 
-spin_tensor *spin_tensor_view_of(spin_tensor *base, int ndim, const int64_t *shape,
-                                 const int64_t *stride, size_t offset) {
+spin_tensor *spin_tensor_view_of(spin_tensor *base, int ndim, const int64_t *shape, const int64_t *stride,
+                                 size_t offset) {
     SPIN_ASSERT(ndim >= 0 && ndim <= SPIN_MAX_DIMS, "ndim %d out of range", ndim);
     /* The view must stay inside the storage. */
     int64_t lo = (int64_t)offset, hi = (int64_t)offset;
     bool empty = false;
     for (int i = 0; i < ndim; i++) {
         SPIN_ASSERT(shape[i] >= 0, "negative dimension");
-        if (shape[i] == 0) empty = true;
+        if (shape[i] == 0)
+            empty = true;
         int64_t span = (shape[i] - 1) * stride[i];
-        if (span < 0) lo += span;
-        else hi += span;
+        if (span < 0)
+            lo += span;
+        else
+            hi += span;
     }
     size_t cap = base->st->bytes / spin_dtype_size(base->dtype);
     SPIN_ASSERT(empty || (lo >= 0 && (size_t)hi < cap), "view [%lld, %lld] outside storage of %zu",
@@ -147,15 +162,19 @@ spin_tensor *spin_tensor_view_of(spin_tensor *base, int ndim, const int64_t *sha
 }
 
 spin_tensor *spin_tensor_retain(spin_tensor *t) {
-    if (t) t->refcount++;
+    if (t)
+        t->refcount++;
     return t;
 }
 
 void spin_tensor_release(spin_tensor *t) {
-    if (!t) return;
+    if (!t)
+        return;
     SPIN_ASSERT(t->refcount > 0, "tensor released more often than retained");
-    if (--t->refcount > 0) return;
-    if (t->node) spin_node_free(t->node);
+    if (--t->refcount > 0)
+        return;
+    if (t->node)
+        spin_node_free(t->node);
     spin_tensor_release(t->grad);
     if (--t->st->refcount == 0) {
         spin_device_free(t->st->dev, t->st->buf, t->st->bytes);
@@ -167,62 +186,98 @@ void spin_tensor_release(spin_tensor *t) {
 
 /* ---- queries ---- */
 
-int spin_tensor_ndim(const spin_tensor *t) { return t->ndim; }
+/* A NULL tensor reaching an accessor means an earlier op failed and its result was not checked:
+ * stop with that failure's message rather than crash. */
+#define CHECK_T(t) \
+    SPIN_ASSERT((t) != NULL, "NULL tensor (an earlier operation failed: %s)", spin_last_error())
+
+int spin_tensor_ndim(const spin_tensor *t) {
+    CHECK_T(t);
+    return t->ndim;
+}
 
 int64_t spin_tensor_dim(const spin_tensor *t, int i) {
-    if (i < 0) i += t->ndim;
+    CHECK_T(t);
+    if (i < 0)
+        i += t->ndim;
     SPIN_ASSERT(i >= 0 && i < t->ndim, "dim %d of a %d-d tensor", i, t->ndim);
     return t->shape[i];
 }
 
 int64_t spin_tensor_stride(const spin_tensor *t, int i) {
-    if (i < 0) i += t->ndim;
+    CHECK_T(t);
+    if (i < 0)
+        i += t->ndim;
     SPIN_ASSERT(i >= 0 && i < t->ndim, "dim %d of a %d-d tensor", i, t->ndim);
     return t->stride[i];
 }
 
-const int64_t *spin_tensor_shape(const spin_tensor *t) { return t->shape; }
-const int64_t *spin_tensor_strides(const spin_tensor *t) { return t->stride; }
-size_t spin_tensor_offset(const spin_tensor *t) { return t->offset; }
+const int64_t *spin_tensor_shape(const spin_tensor *t) {
+    CHECK_T(t);
+    return t->shape;
+}
+const int64_t *spin_tensor_strides(const spin_tensor *t) {
+    return t->stride;
+}
+size_t spin_tensor_offset(const spin_tensor *t) {
+    return t->offset;
+}
 
 int64_t spin_tensor_numel(const spin_tensor *t) {
+    CHECK_T(t);
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
-spin_dtype spin_tensor_dtype(const spin_tensor *t) { return t->dtype; }
-spin_device *spin_tensor_device(const spin_tensor *t) { return t->st->dev; }
+spin_dtype spin_tensor_dtype(const spin_tensor *t) {
+    CHECK_T(t);
+    return t->dtype;
+}
+spin_device *spin_tensor_device(const spin_tensor *t) {
+    CHECK_T(t);
+    return t->st->dev;
+}
 
 bool spin_tensor_is_contiguous(const spin_tensor *t) {
+    CHECK_T(t);
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->stride[i] != s) return false;
+        if (t->shape[i] != 1 && t->stride[i] != s)
+            return false;
         s *= t->shape[i];
     }
     return true;
 }
 
 bool spin_tensor_same_shape(const spin_tensor *a, const spin_tensor *b) {
-    if (a->ndim != b->ndim) return false;
+    if (a->ndim != b->ndim)
+        return false;
     for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i]) return false;
+        if (a->shape[i] != b->shape[i])
+            return false;
     return true;
 }
 
-bool spin_tensor_shares_storage(const spin_tensor *a, const spin_tensor *b) { return a->st == b->st; }
+bool spin_tensor_shares_storage(const spin_tensor *a, const spin_tensor *b) {
+    return a->st == b->st;
+}
 
 void spin_tensor_set_name(spin_tensor *t, const char *name) {
     snprintf(t->name, sizeof t->name, "%s", name ? name : "");
 }
 
-const char *spin_tensor_name(const spin_tensor *t) { return t->name; }
+const char *spin_tensor_name(const spin_tensor *t) {
+    return t->name;
+}
 
 const char *spin_shape_str(const spin_tensor *t, char *buf, size_t size) {
     size_t k = (size_t)snprintf(buf, size, "[");
     for (int i = 0; i < t->ndim && k < size; i++)
         k += (size_t)snprintf(buf + k, size - k, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    if (k < size) snprintf(buf + k, size - k, "]");
+    if (k < size)
+        snprintf(buf + k, size - k, "]");
     return buf;
 }
 
@@ -248,14 +303,16 @@ static spin_status check_host_transfer(const spin_tensor *t, size_t bytes, const
 
 spin_status spin_tensor_write(spin_tensor *t, const void *src, size_t bytes) {
     SPIN_TRY(check_host_transfer(t, bytes, "write"));
-    if (!bytes) return SPIN_OK;
-    return t->st->dev->backend->from_host(t->st->dev, t->st->buf, t->offset * spin_dtype_size(t->dtype),
-                                          src, bytes);
+    if (!bytes)
+        return SPIN_OK;
+    return t->st->dev->backend->from_host(t->st->dev, t->st->buf, t->offset * spin_dtype_size(t->dtype), src,
+                                          bytes);
 }
 
 spin_status spin_tensor_read(const spin_tensor *t, void *dst, size_t bytes) {
     SPIN_TRY(check_host_transfer(t, bytes, "read"));
-    if (!bytes) return SPIN_OK;
+    if (!bytes)
+        return SPIN_OK;
     return t->st->dev->backend->to_host(t->st->dev, dst, t->st->buf, t->offset * spin_dtype_size(t->dtype),
                                         bytes);
 }
@@ -265,8 +322,10 @@ static void view_span(const spin_tensor *t, int64_t *lo, int64_t *hi) {
     *lo = *hi = (int64_t)t->offset;
     for (int i = 0; i < t->ndim; i++) {
         int64_t span = (t->shape[i] - 1) * t->stride[i];
-        if (span < 0) *lo += span;
-        else *hi += span;
+        if (span < 0)
+            *lo += span;
+        else
+            *hi += span;
     }
 }
 
@@ -283,7 +342,8 @@ spin_status spin_tensor_read_f32(const spin_tensor *t, float *dst, int64_t n) {
     if (n != spin_tensor_numel(t))
         return spin_fail(SPIN_ERR_INVALID, "read_f32 of %lld elements, tensor has %lld", (long long)n,
                          (long long)spin_tensor_numel(t));
-    if (n == 0) return SPIN_OK;
+    if (n == 0)
+        return SPIN_OK;
     int64_t lo, hi;
     view_span(t, &lo, &hi);
     size_t es = spin_dtype_size(t->dtype);
@@ -292,7 +352,8 @@ spin_status spin_tensor_read_f32(const spin_tensor *t, float *dst, int64_t n) {
     spin_status s = t->st->dev->backend->to_host(t->st->dev, tmp, t->st->buf, (size_t)lo * es,
                                                  (size_t)(hi - lo + 1) * es);
     if (s == SPIN_OK)
-        for (int64_t i = 0; i < n; i++) dst[i] = spin_dtype_load(t->dtype, tmp, (size_t)(element_offset(t, i) - lo));
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = spin_dtype_load(t->dtype, tmp, (size_t)(element_offset(t, i) - lo));
     free(tmp);
     return s;
 }
@@ -301,7 +362,8 @@ spin_status spin_tensor_write_f32(spin_tensor *t, const float *src, int64_t n) {
     if (n != spin_tensor_numel(t))
         return spin_fail(SPIN_ERR_INVALID, "write_f32 of %lld elements, tensor has %lld", (long long)n,
                          (long long)spin_tensor_numel(t));
-    if (n == 0) return SPIN_OK;
+    if (n == 0)
+        return SPIN_OK;
     int64_t lo, hi;
     view_span(t, &lo, &hi);
     size_t es = spin_dtype_size(t->dtype);
@@ -311,7 +373,8 @@ spin_status spin_tensor_write_f32(spin_tensor *t, const float *src, int64_t n) {
     /* Read-modify-write so gaps between strided elements keep their contents. */
     spin_status s = t->st->dev->backend->to_host(t->st->dev, tmp, t->st->buf, (size_t)lo * es, bytes);
     if (s == SPIN_OK) {
-        for (int64_t i = 0; i < n; i++) spin_dtype_store(t->dtype, tmp, (size_t)(element_offset(t, i) - lo), src[i]);
+        for (int64_t i = 0; i < n; i++)
+            spin_dtype_store(t->dtype, tmp, (size_t)(element_offset(t, i) - lo), src[i]);
         s = t->st->dev->backend->from_host(t->st->dev, t->st->buf, (size_t)lo * es, tmp, bytes);
     }
     free(tmp);
@@ -320,17 +383,27 @@ spin_status spin_tensor_write_f32(spin_tensor *t, const float *src, int64_t n) {
 
 /* ---- autograd fields ---- */
 
-bool spin_tensor_requires_grad(const spin_tensor *t) { return t->requires_grad; }
+bool spin_tensor_requires_grad(const spin_tensor *t) {
+    return t->requires_grad;
+}
 
-void spin_tensor_set_requires_grad(spin_tensor *t, bool on) { t->requires_grad = on; }
+void spin_tensor_set_requires_grad(spin_tensor *t, bool on) {
+    t->requires_grad = on;
+}
 
-spin_tensor *spin_tensor_grad(const spin_tensor *t) { return t->grad; }
+spin_tensor *spin_tensor_grad(const spin_tensor *t) {
+    return t->grad;
+}
 
 void spin_tensor_zero_grad(spin_tensor *t) {
     spin_tensor_release(t->grad);
     t->grad = NULL;
 }
 
-struct spin_node *spin_tensor_node(const spin_tensor *t) { return t->node; }
+struct spin_node *spin_tensor_node(const spin_tensor *t) {
+    return t->node;
+}
 
-int64_t spin_tensor_live_count(void) { return atomic_load(&live_tensors); }
+int64_t spin_tensor_live_count(void) {
+    return atomic_load(&live_tensors);
+}

@@ -24,8 +24,8 @@ spin_tensor *spin_tensor_new(spin_device *dev, spin_dtype dtype, int ndim, const
 /* A new tensor with the same device, dtype and shape as t (contiguous). */
 spin_tensor *spin_tensor_new_like(const spin_tensor *t);
 /* A view on base's storage: no copy. Bounds are checked against the storage. */
-spin_tensor *spin_tensor_view_of(spin_tensor *base, int ndim, const int64_t *shape,
-                                 const int64_t *stride, size_t offset);
+spin_tensor *spin_tensor_view_of(spin_tensor *base, int ndim, const int64_t *shape, const int64_t *stride,
+                                 size_t offset);
 
 spin_tensor *spin_tensor_retain(spin_tensor *t);
 void spin_tensor_release(spin_tensor *t);

@@ -9,7 +9,8 @@ enum { ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, W_GATE_UP, W_DOWN };
 
 static spin_tensor *new_param(spin_tiny_lm *m, spin_device *dev, int nd, const int64_t *sh, uint64_t seed,
                               float std, bool ones) {
-    spin_tensor *p = ones ? spin_full(dev, SPIN_F32, nd, sh, 1.0f) : spin_rand_normal(dev, nd, sh, seed, 0, 0, std);
+    spin_tensor *p =
+        ones ? spin_full(dev, SPIN_F32, nd, sh, 1.0f) : spin_rand_normal(dev, nd, sh, seed, 0, 0, std);
     if (p) {
         spin_tensor_set_requires_grad(p, true);
         m->params[m->n_params++] = p;
@@ -17,12 +18,15 @@ static spin_tensor *new_param(spin_tiny_lm *m, spin_device *dev, int nd, const i
     return p;
 }
 
-spin_status spin_tiny_lm_init(spin_tiny_lm *m, spin_device *dev, const spin_tiny_lm_config *cfg, uint64_t seed) {
+spin_status spin_tiny_lm_init(spin_tiny_lm *m, spin_device *dev, const spin_tiny_lm_config *cfg,
+                              uint64_t seed) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     const spin_tiny_lm_config *c = cfg;
-    if (c->n_layers < 1 || c->n_layers > SPIN_TINY_LM_MAX_LAYERS || c->n_heads % c->n_kv_heads || c->head_dim % 2)
-        return spin_fail(SPIN_ERR_INVALID, "tiny_lm: bad config (layers 1..%d, kv heads dividing heads, even head_dim)",
+    if (c->n_layers < 1 || c->n_layers > SPIN_TINY_LM_MAX_LAYERS || c->n_heads % c->n_kv_heads ||
+        c->head_dim % 2)
+        return spin_fail(SPIN_ERR_INVALID,
+                         "tiny_lm: bad config (layers 1..%d, kv heads dividing heads, even head_dim)",
                          SPIN_TINY_LM_MAX_LAYERS);
     spin_scope_manual_begin();
     float std = 0.02f * 5, res_std = std / sqrtf(2.0f * (float)c->n_layers);
@@ -44,12 +48,14 @@ spin_status spin_tiny_lm_init(spin_tiny_lm *m, spin_device *dev, const spin_tiny
     m->inv_freq = spin_rope_inv_freq(dev, c->head_dim, c->rope_theta);
     spin_scope_manual_end();
     for (int i = 0; i < m->n_params; i++)
-        if (!m->params[i]) return SPIN_ERR_OOM;
+        if (!m->params[i])
+            return SPIN_ERR_OOM;
     return m->inv_freq ? SPIN_OK : SPIN_ERR_OOM;
 }
 
 void spin_tiny_lm_free(spin_tiny_lm *m) {
-    for (int i = 0; i < m->n_params; i++) spin_tensor_release(m->params[i]);
+    for (int i = 0; i < m->n_params; i++)
+        spin_tensor_release(m->params[i]);
     spin_tensor_release(m->inv_freq);
     memset(m, 0, sizeof *m);
 }
@@ -88,22 +94,27 @@ static spin_tensor *block(void *vctx, spin_tensor *const *in, int n_in) {
     spin_tensor *x = in[0], *pos = in[1];
     temps l = {0};
     spin_tensor *h = tmp(&l, spin_rmsnorm(x, L[ATTN_NORM], c->norm_eps));
-    spin_tensor *q = tmp(&l, to_heads(tmp(&l, spin_matmul(h, L[WQ], false, false)), bc->b, bc->t, c->n_heads, c->head_dim));
-    spin_tensor *k = tmp(&l, to_heads(tmp(&l, spin_matmul(h, L[WK], false, false)), bc->b, bc->t, c->n_kv_heads, c->head_dim));
-    spin_tensor *v = tmp(&l, to_heads(tmp(&l, spin_matmul(h, L[WV], false, false)), bc->b, bc->t, c->n_kv_heads, c->head_dim));
+    spin_tensor *q = tmp(
+        &l, to_heads(tmp(&l, spin_matmul(h, L[WQ], false, false)), bc->b, bc->t, c->n_heads, c->head_dim));
+    spin_tensor *k = tmp(
+        &l, to_heads(tmp(&l, spin_matmul(h, L[WK], false, false)), bc->b, bc->t, c->n_kv_heads, c->head_dim));
+    spin_tensor *v = tmp(
+        &l, to_heads(tmp(&l, spin_matmul(h, L[WV], false, false)), bc->b, bc->t, c->n_kv_heads, c->head_dim));
     spin_tensor *qr = tmp(&l, spin_rope(q, pos, bc->m->inv_freq, SPIN_ROPE_HALF));
     spin_tensor *kr = tmp(&l, spin_rope(k, pos, bc->m->inv_freq, SPIN_ROPE_HALF));
     spin_attn_opts o = {0};
     spin_tensor *a = tmp(&l, spin_attention(qr, kr, v, NULL, NULL, &o));
-    spin_tensor *merged = tmp(&l, spin_reshape(tmp(&l, spin_transpose(a, 1, 2)), 2,
-                                                (int64_t[]){bc->b * bc->t, (int64_t)c->n_heads * c->head_dim}));
+    spin_tensor *merged =
+        tmp(&l, spin_reshape(tmp(&l, spin_transpose(a, 1, 2)), 2,
+                             (int64_t[]){bc->b * bc->t, (int64_t)c->n_heads * c->head_dim}));
     spin_tensor *x1 = tmp(&l, spin_add(x, tmp(&l, spin_matmul(merged, L[WO], false, false))));
     spin_tensor *h2 = tmp(&l, spin_rmsnorm(x1, L[MLP_NORM], c->norm_eps));
     spin_tensor *gu = tmp(&l, spin_matmul(h2, L[W_GATE_UP], false, false));
     spin_tensor *g = tmp(&l, spin_narrow(gu, 1, 0, c->ffn)), *u = tmp(&l, spin_narrow(gu, 1, c->ffn, c->ffn));
     spin_tensor *act = tmp(&l, spin_mul(tmp(&l, spin_silu(g)), u));
     spin_tensor *out = spin_add(x1, tmp(&l, spin_matmul(act, L[W_DOWN], false, false)));
-    for (int i = 0; i < l.n; i++) spin_tensor_release(l.t[i]);
+    for (int i = 0; i < l.n; i++)
+        spin_tensor_release(l.t[i]);
     return out;
 }
 

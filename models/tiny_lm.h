@@ -26,7 +26,8 @@ typedef struct {
 } spin_tiny_lm;
 
 /* Seeded initialisation (normal, std 0.02 scaled like GPT-2 for the residual projections). */
-spin_status spin_tiny_lm_init(spin_tiny_lm *m, spin_device *dev, const spin_tiny_lm_config *cfg, uint64_t seed);
+spin_status spin_tiny_lm_init(spin_tiny_lm *m, spin_device *dev, const spin_tiny_lm_config *cfg,
+                              uint64_t seed);
 void spin_tiny_lm_free(spin_tiny_lm *m);
 
 /* Final hidden states [B*T, dim] for ids i32 [B, T] (positions 0..T-1). */

@@ -11,9 +11,11 @@ enum { SV_Q, SV_K, SV_V, SV_O, SV_LSE, SV_QPOS, SV_KMASK };
 /* dq, dk, dv from one kernel that recomputes p = exp(s - lse). */
 static spin_status attention_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_tensor *gc = spin_contiguous(g);
-    if (!gc) return SPIN_ERR_OOM;
-    spin_tensor *in[8] = {n->saved[SV_Q], n->saved[SV_K], n->saved[SV_V], n->saved[SV_O],
-                          n->saved[SV_LSE], gc, n->saved[SV_QPOS], n->saved[SV_KMASK]};
+    if (!gc)
+        return SPIN_ERR_OOM;
+    spin_tensor *in[8] = {n->saved[SV_Q],    n->saved[SV_K],    n->saved[SV_V],
+                          n->saved[SV_O],    n->saved[SV_LSE],  gc,
+                          n->saved[SV_QPOS], n->saved[SV_KMASK]};
     int n_in = in[7] ? 8 : 7;
     spin_tensor *out[3];
     for (int i = 0; i < 3; i++)
@@ -22,8 +24,10 @@ static spin_status attention_backward(spin_node *n, spin_tensor *g, spin_tensor 
                                                : SPIN_ERR_OOM;
     spin_tensor_release(gc);
     for (int i = 0; i < 3; i++) {
-        if (s == SPIN_OK && n->needs[i]) gin[i] = out[i];
-        else spin_tensor_release(out[i]);
+        if (s == SPIN_OK && n->needs[i])
+            gin[i] = out[i];
+        else
+            spin_tensor_release(out[i]);
     }
     return s;
 }
@@ -42,7 +46,8 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
                             spin_tensor *kmask, const spin_attn_opts *opts) {
     op_begin();
     static const spin_attn_opts defaults = {0};
-    if (!opts) opts = &defaults;
+    if (!opts)
+        opts = &defaults;
     char sq[64], sk[64], sv[64], sp[64];
     OP_REQUIRE(q && k && v, "attention: q, k and v are required");
     spin_shape_str(q, sq, sizeof sq);
@@ -50,7 +55,8 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
     spin_shape_str(v, sv, sizeof sv);
     OP_REQUIRE(spin_tensor_ndim(q) == 4 && spin_tensor_ndim(k) == 4 && spin_tensor_ndim(v) == 4,
                "attention: q %s, k %s, v %s must be 4-D [B, H, T, D]", sq, sk, sv);
-    OP_REQUIRE(spin_tensor_dtype(q) == SPIN_F32 && spin_tensor_dtype(k) == SPIN_F32 && spin_tensor_dtype(v) == SPIN_F32,
+    OP_REQUIRE(spin_tensor_dtype(q) == SPIN_F32 && spin_tensor_dtype(k) == SPIN_F32 &&
+                   spin_tensor_dtype(v) == SPIN_F32,
                "attention: q, k, v must be f32 (got %s, %s, %s)", spin_dtype_name(spin_tensor_dtype(q)),
                spin_dtype_name(spin_tensor_dtype(k)), spin_dtype_name(spin_tensor_dtype(v)));
     const int64_t B = spin_tensor_dim(q, 0), Hq = spin_tensor_dim(q, 1), Tq = spin_tensor_dim(q, 2),
@@ -59,26 +65,32 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
     OP_REQUIRE(spin_tensor_same_shape(k, v), "attention: k %s and v %s differ in shape", sk, sv);
     OP_REQUIRE(spin_tensor_dim(k, 0) == B, "attention: batch of q %s and k %s differ", sq, sk);
     OP_REQUIRE(spin_tensor_dim(k, 3) == D, "attention: head dim of q %s and k %s differ", sq, sk);
-    OP_REQUIRE(Hkv > 0 && Hq % Hkv == 0, "attention: kv heads of k %s must divide the query heads of q %s", sk, sq);
+    OP_REQUIRE(Hkv > 0 && Hq % Hkv == 0, "attention: kv heads of k %s must divide the query heads of q %s",
+               sk, sq);
     OP_REQUIRE(D > 0, "attention: head dim of q %s is 0", sq);
     if (qpos) {
         spin_shape_str(qpos, sp, sizeof sp);
         OP_REQUIRE(spin_tensor_dtype(qpos) == SPIN_I32, "attention: qpos must be i32 (got %s)",
                    spin_dtype_name(spin_tensor_dtype(qpos)));
-        OP_REQUIRE(spin_tensor_ndim(qpos) == 2 && spin_tensor_dim(qpos, 0) == B && spin_tensor_dim(qpos, 1) == Tq,
-                   "attention: qpos %s must be [B, Tq] = [%lld, %lld] for q %s", sp, (long long)B, (long long)Tq, sq);
+        OP_REQUIRE(spin_tensor_ndim(qpos) == 2 && spin_tensor_dim(qpos, 0) == B &&
+                       spin_tensor_dim(qpos, 1) == Tq,
+                   "attention: qpos %s must be [B, Tq] = [%lld, %lld] for q %s", sp, (long long)B,
+                   (long long)Tq, sq);
     }
     if (kmask) {
         spin_shape_str(kmask, sp, sizeof sp);
         OP_REQUIRE(spin_tensor_dtype(kmask) == SPIN_F32, "attention: kmask must be f32 (got %s)",
                    spin_dtype_name(spin_tensor_dtype(kmask)));
-        OP_REQUIRE(spin_tensor_ndim(kmask) == 2 && spin_tensor_dim(kmask, 0) == B && spin_tensor_dim(kmask, 1) == Tk,
-                   "attention: kmask %s must be [B, Tk] = [%lld, %lld] for k %s", sp, (long long)B, (long long)Tk, sk);
+        OP_REQUIRE(spin_tensor_ndim(kmask) == 2 && spin_tensor_dim(kmask, 0) == B &&
+                       spin_tensor_dim(kmask, 1) == Tk,
+                   "attention: kmask %s must be [B, Tk] = [%lld, %lld] for k %s", sp, (long long)B,
+                   (long long)Tk, sk);
     }
     OP_REQUIRE(opts->window >= 0, "attention: window %lld must be >= 0", (long long)opts->window);
     /* default positions come from an f32 arange, exact below 2^24 */
     OP_REQUIRE(qpos || (opts->kv_offset >= 0 && opts->kv_offset + Tq <= (1 << 24)),
-               "attention: kv_offset %lld out of range [0, 2^24 - Tq]; pass qpos instead", (long long)opts->kv_offset);
+               "attention: kv_offset %lld out of range [0, 2^24 - Tq]; pass qpos instead",
+               (long long)opts->kv_offset);
 
     spin_kparams p = {.f = {opts->scale != 0 ? opts->scale : 1.0f / sqrtf((float)D)}, .i = {opts->window}};
     /* The copies feed only the kernel; the gradient is routed to q, k, v by this op's own node. */
@@ -113,6 +125,7 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
         }
     }
     spin_tensor_release(lse);
-    for (int i = 0; i < 5; i++) spin_tensor_release(in[i]);
+    for (int i = 0; i < 5; i++)
+        spin_tensor_release(in[i]);
     return op_end(o);
 }

@@ -10,7 +10,8 @@ static bool broadcast_shape(const spin_tensor *a, const spin_tensor *b, int *nd,
     for (int i = 0; i < *nd; i++) {
         int ia = i - (*nd - na), ib = i - (*nd - nb);
         int64_t da = ia >= 0 ? spin_tensor_dim(a, ia) : 1, db = ib >= 0 ? spin_tensor_dim(b, ib) : 1;
-        if (da != db && da != 1 && db != 1) return false;
+        if (da != db && da != 1 && db != 1)
+            return false;
         sh[i] = da == 1 ? db : da;
     }
     return true;
@@ -34,16 +35,18 @@ spin_tensor *op_unbroadcast(spin_tensor *g, const spin_tensor *like) {
     for (int i = 0; i < gn && cur; i++) {
         int li = i - (gn - ln);
         int64_t want = li >= 0 ? spin_tensor_dim(like, li) : 1;
-        if (spin_tensor_dim(cur, i) == want) continue;
+        if (spin_tensor_dim(cur, i) == want)
+            continue;
         int64_t sh[SPIN_MAX_DIMS];
         memcpy(sh, spin_tensor_shape(cur), sizeof sh);
         sh[i] = 1;
-        spin_tensor *r = op_launch(SPIN_K_SUM_AXIS, 1, &cur, op_new(cur, SPIN_F32, gn, sh),
-                                   &(spin_kparams){.i = {i}});
+        spin_tensor *r =
+            op_launch(SPIN_K_SUM_AXIS, 1, &cur, op_new(cur, SPIN_F32, gn, sh), &(spin_kparams){.i = {i}});
         spin_tensor_release(cur);
         cur = r;
     }
-    if (!cur) return op_end(NULL);
+    if (!cur)
+        return op_end(NULL);
     spin_tensor *out = spin_reshape(cur, ln, spin_tensor_shape(like));
     spin_tensor_release(cur);
     if (out && !spin_tensor_is_contiguous(out)) {
@@ -56,39 +59,45 @@ spin_tensor *op_unbroadcast(spin_tensor *g, const spin_tensor *like) {
 
 /* ---- binary ---- */
 
-static spin_tensor *binary(spin_kernel k, const char *name, spin_backward_fn bw, spin_tensor *a, spin_tensor *b) {
+static spin_tensor *binary(spin_kernel k, const char *name, spin_backward_fn bw, spin_tensor *a,
+                           spin_tensor *b) {
     op_begin();
     int nd;
     int64_t sh[SPIN_MAX_DIMS];
     char sa[64], sb[64];
     OP_REQUIRE(broadcast_shape(a, b, &nd, sh), "%s: shapes %s and %s do not broadcast", name,
                spin_shape_str(a, sa, sizeof sa), spin_shape_str(b, sb, sizeof sb));
-    OP_REQUIRE(spin_tensor_dtype(a) == SPIN_F32 && spin_tensor_dtype(b) == SPIN_F32, "%s: f32 operands only", name);
+    OP_REQUIRE(spin_tensor_dtype(a) == SPIN_F32 && spin_tensor_dtype(b) == SPIN_F32, "%s: f32 operands only",
+               name);
     spin_tensor *in[2] = {broadcast_view(a, nd, sh), broadcast_view(b, nd, sh)};
     spin_tensor *y = op_launch(k, 2, in, op_new(a, SPIN_F32, nd, sh), NULL);
     spin_tensor_release(in[0]);
     spin_tensor_release(in[1]);
     spin_tensor *ab[2] = {a, b};
     spin_node *n = spin_autograd_record(y, name, bw, 2, ab);
-    if (n && (k == SPIN_K_DIV)) spin_node_save(n, y);
+    if (n && (k == SPIN_K_DIV))
+        spin_node_save(n, y);
     return op_end(y);
 }
 
 /* y = a + b: ga = g, gb = g */
 static spin_status add_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     for (int i = 0; i < 2; i++)
-        if (n->needs[i] && !(gin[i] = op_unbroadcast(g, n->in[i]))) return SPIN_ERR_OOM;
+        if (n->needs[i] && !(gin[i] = op_unbroadcast(g, n->in[i])))
+            return SPIN_ERR_OOM;
     return SPIN_OK;
 }
 
 /* y = a - b: ga = g, gb = -g */
 static spin_status sub_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
-    if (n->needs[0] && !(gin[0] = op_unbroadcast(g, n->in[0]))) return SPIN_ERR_OOM;
+    if (n->needs[0] && !(gin[0] = op_unbroadcast(g, n->in[0])))
+        return SPIN_ERR_OOM;
     if (n->needs[1]) {
         spin_tensor *ng = spin_neg(g);
         gin[1] = ng ? op_unbroadcast(ng, n->in[1]) : NULL;
         spin_tensor_release(ng);
-        if (!gin[1]) return SPIN_ERR_OOM;
+        if (!gin[1])
+            return SPIN_ERR_OOM;
     }
     return SPIN_OK;
 }
@@ -96,11 +105,13 @@ static spin_status sub_backward(spin_node *n, spin_tensor *g, spin_tensor **gin)
 /* y = a * b: ga = g b, gb = g a */
 static spin_status mul_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     for (int i = 0; i < 2; i++) {
-        if (!n->needs[i]) continue;
+        if (!n->needs[i])
+            continue;
         spin_tensor *t = spin_mul(g, n->in[1 - i]);
         gin[i] = t ? op_unbroadcast(t, n->in[i]) : NULL;
         spin_tensor_release(t);
-        if (!gin[i]) return SPIN_ERR_OOM;
+        if (!gin[i])
+            return SPIN_ERR_OOM;
     }
     return SPIN_OK;
 }
@@ -108,7 +119,8 @@ static spin_status mul_backward(spin_node *n, spin_tensor *g, spin_tensor **gin)
 /* y = a / b: ga = g / b, gb = -g y / b */
 static spin_status div_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_tensor *gb_full = spin_div(g, n->in[1]);
-    if (!gb_full) return SPIN_ERR_OOM;
+    if (!gb_full)
+        return SPIN_ERR_OOM;
     if (n->needs[0] && !(gin[0] = op_unbroadcast(gb_full, n->in[0]))) {
         spin_tensor_release(gb_full);
         return SPIN_ERR_OOM;
@@ -124,17 +136,25 @@ static spin_status div_backward(spin_node *n, spin_tensor *g, spin_tensor **gin)
     return n->needs[1] && !gin[1] ? SPIN_ERR_OOM : SPIN_OK;
 }
 
-spin_tensor *spin_add(spin_tensor *a, spin_tensor *b) { return binary(SPIN_K_ADD, "add", add_backward, a, b); }
-spin_tensor *spin_sub(spin_tensor *a, spin_tensor *b) { return binary(SPIN_K_SUB, "sub", sub_backward, a, b); }
-spin_tensor *spin_mul(spin_tensor *a, spin_tensor *b) { return binary(SPIN_K_MUL, "mul", mul_backward, a, b); }
-spin_tensor *spin_div(spin_tensor *a, spin_tensor *b) { return binary(SPIN_K_DIV, "div", div_backward, a, b); }
+spin_tensor *spin_add(spin_tensor *a, spin_tensor *b) {
+    return binary(SPIN_K_ADD, "add", add_backward, a, b);
+}
+spin_tensor *spin_sub(spin_tensor *a, spin_tensor *b) {
+    return binary(SPIN_K_SUB, "sub", sub_backward, a, b);
+}
+spin_tensor *spin_mul(spin_tensor *a, spin_tensor *b) {
+    return binary(SPIN_K_MUL, "mul", mul_backward, a, b);
+}
+spin_tensor *spin_div(spin_tensor *a, spin_tensor *b) {
+    return binary(SPIN_K_DIV, "div", div_backward, a, b);
+}
 
 /* ---- unary ---- */
 
 typedef enum { SAVE_NONE, SAVE_X, SAVE_Y } save_what;
 
-static spin_tensor *unary(spin_kernel k, const char *name, spin_backward_fn bw, spin_tensor *x, save_what save,
-                          float p0, float p1) {
+static spin_tensor *unary(spin_kernel k, const char *name, spin_backward_fn bw, spin_tensor *x,
+                          save_what save, float p0, float p1) {
     op_begin();
     OP_REQUIRE(spin_tensor_dtype(x) == SPIN_F32, "%s: f32 input only (got %s)", name,
                spin_dtype_name(spin_tensor_dtype(x)));
@@ -143,8 +163,10 @@ static spin_tensor *unary(spin_kernel k, const char *name, spin_backward_fn bw, 
     spin_node *n = spin_autograd_record(y, name, bw, 1, &x);
     if (n) {
         n->p = p;
-        if (save == SAVE_X) spin_node_save(n, x);
-        if (save == SAVE_Y) spin_node_save(n, y);
+        if (save == SAVE_X)
+            spin_node_save(n, x);
+        if (save == SAVE_Y)
+            spin_node_save(n, y);
     }
     return op_end(y);
 }
@@ -155,10 +177,10 @@ static spin_tensor *back_kernel(spin_kernel k, spin_node *n, spin_tensor *g) {
     return op_launch(k, 2, in, op_new(g, SPIN_F32, spin_tensor_ndim(g), spin_tensor_shape(g)), &n->p);
 }
 
-#define BACK_VIA_KERNEL(fn, K)                                                                     \
-    static spin_status fn(spin_node *n, spin_tensor *g, spin_tensor **gin) {                       \
-        gin[0] = back_kernel(K, n, g);                                                             \
-        return gin[0] ? SPIN_OK : SPIN_ERR_OOM;                                                    \
+#define BACK_VIA_KERNEL(fn, K)                                               \
+    static spin_status fn(spin_node *n, spin_tensor *g, spin_tensor **gin) { \
+        gin[0] = back_kernel(K, n, g);                                       \
+        return gin[0] ? SPIN_OK : SPIN_ERR_OOM;                              \
     }
 
 BACK_VIA_KERNEL(silu_backward, SPIN_K_SILU_BACK)
@@ -213,21 +235,39 @@ static spin_status neg_backward(spin_node *n, spin_tensor *g, spin_tensor **gin)
     return gin[0] ? SPIN_OK : SPIN_ERR_OOM;
 }
 
-spin_tensor *spin_scale(spin_tensor *x, float s) { return unary(SPIN_K_SCALE, "scale", affine_backward, x, SAVE_NONE, s, 0); }
+spin_tensor *spin_scale(spin_tensor *x, float s) {
+    return unary(SPIN_K_SCALE, "scale", affine_backward, x, SAVE_NONE, s, 0);
+}
 spin_tensor *spin_affine(spin_tensor *x, float s, float b) {
     return unary(SPIN_K_SCALE, "affine", affine_backward, x, SAVE_NONE, s, b);
 }
-spin_tensor *spin_exp(spin_tensor *x) { return unary(SPIN_K_EXP, "exp", exp_backward, x, SAVE_Y, 0, 0); }
-spin_tensor *spin_log(spin_tensor *x) { return unary(SPIN_K_LOG, "log", log_backward, x, SAVE_X, 0, 0); }
-spin_tensor *spin_sqrt(spin_tensor *x) { return unary(SPIN_K_SQRT, "sqrt", sqrt_backward, x, SAVE_Y, 0, 0); }
-spin_tensor *spin_rsqrt(spin_tensor *x) { return unary(SPIN_K_RSQRT, "rsqrt", rsqrt_backward, x, SAVE_Y, 0, 0); }
-spin_tensor *spin_neg(spin_tensor *x) { return unary(SPIN_K_NEG, "neg", neg_backward, x, SAVE_NONE, 0, 0); }
+spin_tensor *spin_exp(spin_tensor *x) {
+    return unary(SPIN_K_EXP, "exp", exp_backward, x, SAVE_Y, 0, 0);
+}
+spin_tensor *spin_log(spin_tensor *x) {
+    return unary(SPIN_K_LOG, "log", log_backward, x, SAVE_X, 0, 0);
+}
+spin_tensor *spin_sqrt(spin_tensor *x) {
+    return unary(SPIN_K_SQRT, "sqrt", sqrt_backward, x, SAVE_Y, 0, 0);
+}
+spin_tensor *spin_rsqrt(spin_tensor *x) {
+    return unary(SPIN_K_RSQRT, "rsqrt", rsqrt_backward, x, SAVE_Y, 0, 0);
+}
+spin_tensor *spin_neg(spin_tensor *x) {
+    return unary(SPIN_K_NEG, "neg", neg_backward, x, SAVE_NONE, 0, 0);
+}
 spin_tensor *spin_clamp(spin_tensor *x, float lo, float hi) {
     return unary(SPIN_K_CLAMP, "clamp", clamp_backward, x, SAVE_X, lo, hi);
 }
-spin_tensor *spin_silu(spin_tensor *x) { return unary(SPIN_K_SILU, "silu", silu_backward, x, SAVE_X, 0, 0); }
-spin_tensor *spin_gelu(spin_tensor *x) { return unary(SPIN_K_GELU, "gelu", gelu_backward, x, SAVE_X, 0, 0); }
-spin_tensor *spin_relu(spin_tensor *x) { return unary(SPIN_K_RELU, "relu", relu_backward, x, SAVE_X, 0, 0); }
+spin_tensor *spin_silu(spin_tensor *x) {
+    return unary(SPIN_K_SILU, "silu", silu_backward, x, SAVE_X, 0, 0);
+}
+spin_tensor *spin_gelu(spin_tensor *x) {
+    return unary(SPIN_K_GELU, "gelu", gelu_backward, x, SAVE_X, 0, 0);
+}
+spin_tensor *spin_relu(spin_tensor *x) {
+    return unary(SPIN_K_RELU, "relu", relu_backward, x, SAVE_X, 0, 0);
+}
 spin_tensor *spin_logsigmoid(spin_tensor *x) {
     return unary(SPIN_K_LOGSIGMOID, "logsigmoid", logsigmoid_backward, x, SAVE_X, 0, 0);
 }
@@ -236,9 +276,11 @@ spin_tensor *spin_logsigmoid(spin_tensor *x) {
 
 static spin_status where_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_tensor *zero = spin_zeros(spin_tensor_device(g), SPIN_F32, 0, NULL);
-    if (!zero) return SPIN_ERR_OOM;
+    if (!zero)
+        return SPIN_ERR_OOM;
     for (int i = 1; i <= 2; i++) {
-        if (!n->needs[i]) continue;
+        if (!n->needs[i])
+            continue;
         spin_tensor *full = i == 1 ? spin_where(n->in[0], g, zero) : spin_where(n->in[0], zero, g);
         gin[i] = full ? op_unbroadcast(full, n->in[i]) : NULL;
         spin_tensor_release(full);
@@ -260,11 +302,14 @@ spin_tensor *spin_where(spin_tensor *cond, spin_tensor *a, spin_tensor *b) {
     bool ok = broadcast_shape(cond, tmp, &nd2, sh2);
     spin_tensor_release(tmp);
     OP_REQUIRE(ok, "where: cond does not broadcast with a and b");
-    spin_tensor *in[3] = {broadcast_view(cond, nd2, sh2), broadcast_view(a, nd2, sh2), broadcast_view(b, nd2, sh2)};
+    spin_tensor *in[3] = {broadcast_view(cond, nd2, sh2), broadcast_view(a, nd2, sh2),
+                          broadcast_view(b, nd2, sh2)};
     spin_tensor *y = op_launch(SPIN_K_WHERE, 3, in, op_new(a, SPIN_F32, nd2, sh2), NULL);
-    for (int i = 0; i < 3; i++) spin_tensor_release(in[i]);
+    for (int i = 0; i < 3; i++)
+        spin_tensor_release(in[i]);
     spin_tensor *abc[3] = {cond, a, b};
     spin_node *n = spin_autograd_record(y, "where", where_backward, 3, abc);
-    if (n) n->needs[0] = false;
+    if (n)
+        n->needs[0] = false;
     return op_end(y);
 }

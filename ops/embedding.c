@@ -27,7 +27,8 @@ static spin_status embedding_backward(spin_node *n, spin_tensor *g, spin_tensor 
                           gc ? reshaped(gc, 2, (const int64_t[]){tokens, cols}) : NULL};
     spin_tensor *dw = NULL;
     if (in[0] && in[1])
-        dw = op_launch(SPIN_K_EMBEDDING_BACK, 2, in, op_new(g, SPIN_F32, 2, (const int64_t[]){v, cols}), &n->p);
+        dw = op_launch(SPIN_K_EMBEDDING_BACK, 2, in, op_new(g, SPIN_F32, 2, (const int64_t[]){v, cols}),
+                       &n->p);
     spin_tensor_release(in[0]);
     spin_tensor_release(in[1]);
     spin_tensor_release(gc);
@@ -41,8 +42,8 @@ spin_tensor *spin_embedding(spin_tensor *w, spin_tensor *ids) {
     OP_REQUIRE(w && ids, "embedding: w and ids are required");
     spin_shape_str(w, sw, sizeof sw);
     spin_shape_str(ids, si, sizeof si);
-    OP_REQUIRE(spin_tensor_ndim(w) == 2 && spin_tensor_dtype(w) == SPIN_F32, "embedding: w must be f32 [V, C] (got %s %s)",
-               spin_dtype_name(spin_tensor_dtype(w)), sw);
+    OP_REQUIRE(spin_tensor_ndim(w) == 2 && spin_tensor_dtype(w) == SPIN_F32,
+               "embedding: w must be f32 [V, C] (got %s %s)", spin_dtype_name(spin_tensor_dtype(w)), sw);
     OP_REQUIRE(spin_tensor_dtype(ids) == SPIN_I32, "embedding: ids must be i32 (got %s %s)",
                spin_dtype_name(spin_tensor_dtype(ids)), si);
     int nd = spin_tensor_ndim(ids);
@@ -50,7 +51,8 @@ spin_tensor *spin_embedding(spin_tensor *w, spin_tensor *ids) {
                SPIN_MAX_DIMS);
     int64_t v = spin_tensor_dim(w, 0), cols = spin_tensor_dim(w, 1), tokens = spin_tensor_numel(ids);
     int64_t sh[SPIN_MAX_DIMS];
-    for (int i = 0; i < nd; i++) sh[i] = spin_tensor_dim(ids, i);
+    for (int i = 0; i < nd; i++)
+        sh[i] = spin_tensor_dim(ids, i);
     sh[nd] = cols;
     spin_tensor *wc = contig(w), *ic = contig(ids);
     spin_tensor *y = op_new(w, SPIN_F32, nd + 1, sh);

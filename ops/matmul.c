@@ -10,7 +10,8 @@ static spin_tensor *blas_ready(spin_tensor *x, bool t) {
     int64_t s1 = spin_tensor_stride(x, nd - 1), s2 = spin_tensor_stride(x, nd - 2);
     bool ok = s1 == 1 || s2 == 1 || spin_tensor_dim(x, nd - 1) == 1 || spin_tensor_dim(x, nd - 2) == 1;
     spin_tensor *base = ok ? spin_tensor_retain(x) : spin_copy(x);
-    if (!base || !t) return base;
+    if (!base || !t)
+        return base;
     int64_t sh[SPIN_MAX_DIMS], st[SPIN_MAX_DIMS];
     memcpy(sh, spin_tensor_shape(base), sizeof sh);
     memcpy(st, spin_tensor_strides(base), sizeof st);
@@ -37,7 +38,8 @@ static spin_status matmul_backward(spin_node *n, spin_tensor *g, spin_tensor **g
             t = tt ? spin_contiguous(tt) : NULL;
             spin_tensor_release(tt);
         }
-        if (!(gin[0] = t)) return SPIN_ERR_OOM;
+        if (!(gin[0] = t))
+            return SPIN_ERR_OOM;
     }
     if (n->needs[1]) {
         /* d op(b) = op(a)^T @ g, or its transpose g^T @ op(a) when tb. */
@@ -50,7 +52,8 @@ static spin_status matmul_backward(spin_node *n, spin_tensor *g, spin_tensor **g
             gb = r ? spin_sum(r, 0, false) : NULL;
             spin_tensor_release(r);
         }
-        if (!(gin[1] = gb)) return SPIN_ERR_OOM;
+        if (!(gin[1] = gb))
+            return SPIN_ERR_OOM;
     }
     return SPIN_OK;
 }
@@ -59,9 +62,10 @@ spin_tensor *spin_matmul(spin_tensor *a, spin_tensor *b, bool ta, bool tb) {
     op_begin();
     int na = spin_tensor_ndim(a), nb = spin_tensor_ndim(b);
     char sa[64], sb[64];
-    OP_REQUIRE(na >= 2 && nb >= 2, "matmul: operands need 2+ dims (got %s and %s)", spin_shape_str(a, sa, sizeof sa),
-               spin_shape_str(b, sb, sizeof sb));
-    OP_REQUIRE(spin_tensor_dtype(a) == SPIN_F32 && spin_tensor_dtype(b) == SPIN_F32, "matmul: f32 operands only");
+    OP_REQUIRE(na >= 2 && nb >= 2, "matmul: operands need 2+ dims (got %s and %s)",
+               spin_shape_str(a, sa, sizeof sa), spin_shape_str(b, sb, sizeof sb));
+    OP_REQUIRE(spin_tensor_dtype(a) == SPIN_F32 && spin_tensor_dtype(b) == SPIN_F32,
+               "matmul: f32 operands only");
     int64_t m = spin_tensor_dim(a, ta ? -1 : -2), k = spin_tensor_dim(a, ta ? -2 : -1);
     int64_t kb = spin_tensor_dim(b, tb ? -1 : -2), nn = spin_tensor_dim(b, tb ? -2 : -1);
     OP_REQUIRE(k == kb, "matmul: inner dimensions differ: %s%s @ %s%s", spin_shape_str(a, sa, sizeof sa),

@@ -8,7 +8,9 @@
 
 /* Every op body runs between op_begin and op_end: its temporaries are released explicitly and
  * the result is handed to the caller's scope. */
-static inline void op_begin(void) { spin_scope_manual_begin(); }
+static inline void op_begin(void) {
+    spin_scope_manual_begin();
+}
 static inline spin_tensor *op_end(spin_tensor *out) {
     spin_scope_manual_end();
     return spin_scope_adopt(out);
@@ -17,7 +19,8 @@ static inline spin_tensor *op_end(spin_tensor *out) {
 /* Launches and, on failure, releases `out` and returns NULL. */
 static inline spin_tensor *op_launch(spin_kernel k, int n_in, spin_tensor *const *in, spin_tensor *out,
                                      const spin_kparams *p) {
-    if (!out) return NULL;
+    if (!out)
+        return NULL;
     if (spin_launch(k, n_in, in, 1, &out, p) != SPIN_OK) {
         spin_tensor_release(out);
         return NULL;
@@ -31,18 +34,19 @@ static inline spin_tensor *op_new(const spin_tensor *like, spin_dtype dt, int nd
 }
 
 /* Fails with a message naming the op when cond is false. */
-#define OP_REQUIRE(cond, ...)                                                                      \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            spin_fail(SPIN_ERR_INVALID, __VA_ARGS__);                                              \
-            return op_end(NULL);                                                                   \
-        }                                                                                          \
+#define OP_REQUIRE(cond, ...)                         \
+    do {                                              \
+        if (!(cond)) {                                \
+            spin_fail(SPIN_ERR_INVALID, __VA_ARGS__); \
+            return op_end(NULL);                      \
+        }                                             \
     } while (0)
 
 /* Normalises a possibly negative axis; -1 when out of range. */
 static inline int op_axis(const spin_tensor *x, int axis) {
     int nd = spin_tensor_ndim(x);
-    if (axis < 0) axis += nd;
+    if (axis < 0)
+        axis += nd;
     return axis >= 0 && axis < nd ? axis : -1;
 }
 

@@ -42,8 +42,8 @@ spin_tensor *spin_add(spin_tensor *a, spin_tensor *b);
 spin_tensor *spin_sub(spin_tensor *a, spin_tensor *b);
 spin_tensor *spin_mul(spin_tensor *a, spin_tensor *b);
 spin_tensor *spin_div(spin_tensor *a, spin_tensor *b);
-spin_tensor *spin_scale(spin_tensor *x, float s);            /* s * x */
-spin_tensor *spin_affine(spin_tensor *x, float s, float b);  /* s * x + b */
+spin_tensor *spin_scale(spin_tensor *x, float s);           /* s * x */
+spin_tensor *spin_affine(spin_tensor *x, float s, float b); /* s * x + b */
 spin_tensor *spin_exp(spin_tensor *x);
 spin_tensor *spin_log(spin_tensor *x);
 spin_tensor *spin_sqrt(spin_tensor *x);
@@ -60,7 +60,7 @@ spin_tensor *spin_where(spin_tensor *cond, spin_tensor *a, spin_tensor *b);
 /* ---- reductions (ops/reduce.c) ---- */
 spin_tensor *spin_sum(spin_tensor *x, int axis, bool keepdim);
 spin_tensor *spin_mean(spin_tensor *x, int axis, bool keepdim);
-spin_tensor *spin_sum_all(spin_tensor *x);  /* shape [] (0-d) */
+spin_tensor *spin_sum_all(spin_tensor *x); /* shape [] (0-d) */
 spin_tensor *spin_mean_all(spin_tensor *x);
 spin_tensor *spin_sumsq(spin_tensor *x, int axis, bool keepdim);
 spin_tensor *spin_sumsq_all(spin_tensor *x);
@@ -108,12 +108,11 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
  * h [N, C], w [V, C] (lm head), targets i32 [N]. Returns logp [N] = log softmax(h w^T)[target]
  * (0 where target == ignore_index). Optional outputs (may be NULL; not differentiated):
  * logit_sum [N] = sum over the vocabulary of the logits, lse [N]. */
-spin_tensor *spin_linear_logprob(spin_tensor *h, spin_tensor *w, spin_tensor *targets,
-                                 int32_t ignore_index, int64_t chunk, spin_tensor **logit_sum,
-                                 spin_tensor **lse);
+spin_tensor *spin_linear_logprob(spin_tensor *h, spin_tensor *w, spin_tensor *targets, int32_t ignore_index,
+                                 int64_t chunk, spin_tensor **logit_sum, spin_tensor **lse);
 /* Mean cross-entropy over non-ignored targets: -mean(logp), shape []. */
-spin_tensor *spin_cross_entropy(spin_tensor *h, spin_tensor *w, spin_tensor *targets,
-                                int32_t ignore_index, int64_t chunk);
+spin_tensor *spin_cross_entropy(spin_tensor *h, spin_tensor *w, spin_tensor *targets, int32_t ignore_index,
+                                int64_t chunk);
 /* Same from materialised logits [N, V]. */
 spin_tensor *spin_logprob_gather(spin_tensor *logits, spin_tensor *targets, int32_t ignore_index,
                                  spin_tensor **logit_sum);

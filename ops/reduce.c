@@ -28,7 +28,8 @@ static spin_tensor *reduce(spin_kernel k, const char *name, spin_backward_fn bw,
     sh[a] = 1;
     spin_tensor *y = op_launch(k, 1, &x, op_new(x, SPIN_F32, nd, sh), &(spin_kparams){.i = {a}});
     if (y && !keepdim) {
-        for (int i = a; i < nd - 1; i++) sh[i] = sh[i + 1];
+        for (int i = a; i < nd - 1; i++)
+            sh[i] = sh[i + 1];
         int64_t st[SPIN_MAX_DIMS], s = 1;
         for (int i = nd - 2; i >= 0; i--) {
             st[i] = s;
@@ -41,7 +42,8 @@ static spin_tensor *reduce(spin_kernel k, const char *name, spin_backward_fn bw,
     spin_node *n = spin_autograd_record(y, name, bw, 1, &x);
     if (n) {
         n->p.i[0] = a;
-        if (k == SPIN_K_SUMSQ_AXIS) spin_node_save(n, x);
+        if (k == SPIN_K_SUMSQ_AXIS)
+            spin_node_save(n, x);
     }
     return op_end(y);
 }
@@ -91,8 +93,12 @@ static spin_tensor *reduce_all(spin_tensor *(*fn)(spin_tensor *, int, bool), spi
     return op_end(s);
 }
 
-spin_tensor *spin_sum_all(spin_tensor *x) { return reduce_all(spin_sum, x); }
-spin_tensor *spin_sumsq_all(spin_tensor *x) { return reduce_all(spin_sumsq, x); }
+spin_tensor *spin_sum_all(spin_tensor *x) {
+    return reduce_all(spin_sum, x);
+}
+spin_tensor *spin_sumsq_all(spin_tensor *x) {
+    return reduce_all(spin_sumsq, x);
+}
 
 spin_tensor *spin_mean_all(spin_tensor *x) {
     op_begin();
@@ -107,8 +113,8 @@ spin_tensor *spin_mean_all(spin_tensor *x) {
 spin_tensor *spin_masked_sum(spin_tensor *x, spin_tensor *mask) {
     op_begin();
     char a[64], b[64];
-    OP_REQUIRE(spin_tensor_same_shape(x, mask), "masked_sum: x %s and mask %s differ", spin_shape_str(x, a, sizeof a),
-               spin_shape_str(mask, b, sizeof b));
+    OP_REQUIRE(spin_tensor_same_shape(x, mask), "masked_sum: x %s and mask %s differ",
+               spin_shape_str(x, a, sizeof a), spin_shape_str(mask, b, sizeof b));
     spin_tensor *xm = spin_mul(x, mask);
     spin_tensor *s = xm ? spin_sum(xm, -1, false) : NULL;
     spin_tensor_release(xm);

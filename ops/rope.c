@@ -14,13 +14,15 @@ static spin_tensor *contig(spin_tensor *x) {
 }
 
 /* One ROPE kernel call on contiguous copies; inverse rotates by -angle. Owned ref or NULL. */
-static spin_tensor *rope_apply(spin_tensor *x, spin_tensor *pos, spin_tensor *inv_freq, int64_t layout, bool inverse) {
+static spin_tensor *rope_apply(spin_tensor *x, spin_tensor *pos, spin_tensor *inv_freq, int64_t layout,
+                               bool inverse) {
     spin_tensor *in[3] = {contig(x), contig(pos), contig(inv_freq)};
     spin_tensor *y = NULL;
     if (in[0] && in[1] && in[2])
         y = op_launch(SPIN_K_ROPE, 3, in, op_new(x, SPIN_F32, 4, spin_tensor_shape(x)),
                       &(spin_kparams){.i = {layout, inverse}});
-    for (int i = 0; i < 3; i++) spin_tensor_release(in[i]);
+    for (int i = 0; i < 3; i++)
+        spin_tensor_release(in[i]);
     return y;
 }
 
@@ -37,13 +39,14 @@ spin_tensor *spin_rope(spin_tensor *x, spin_tensor *pos, spin_tensor *inv_freq, 
     spin_shape_str(x, sx, sizeof sx);
     spin_shape_str(pos, sp, sizeof sp);
     spin_shape_str(inv_freq, sf, sizeof sf);
-    OP_REQUIRE(layout == SPIN_ROPE_HALF || layout == SPIN_ROPE_INTERLEAVED, "rope: unknown layout %d", layout);
-    OP_REQUIRE(spin_tensor_ndim(x) == 4 && spin_tensor_dtype(x) == SPIN_F32, "rope: x must be f32 [B, H, T, D] (got %s %s)",
-               spin_dtype_name(spin_tensor_dtype(x)), sx);
+    OP_REQUIRE(layout == SPIN_ROPE_HALF || layout == SPIN_ROPE_INTERLEAVED, "rope: unknown layout %d",
+               layout);
+    OP_REQUIRE(spin_tensor_ndim(x) == 4 && spin_tensor_dtype(x) == SPIN_F32,
+               "rope: x must be f32 [B, H, T, D] (got %s %s)", spin_dtype_name(spin_tensor_dtype(x)), sx);
     int64_t B = spin_tensor_dim(x, 0), T = spin_tensor_dim(x, 2), D = spin_tensor_dim(x, 3);
     OP_REQUIRE(D % 2 == 0, "rope: head dim D must be even (x %s)", sx);
-    OP_REQUIRE(spin_tensor_dtype(pos) == SPIN_I32 && spin_tensor_ndim(pos) == 2 && spin_tensor_dim(pos, 0) == B &&
-                   spin_tensor_dim(pos, 1) == T,
+    OP_REQUIRE(spin_tensor_dtype(pos) == SPIN_I32 && spin_tensor_ndim(pos) == 2 &&
+                   spin_tensor_dim(pos, 0) == B && spin_tensor_dim(pos, 1) == T,
                "rope: pos must be i32 [%lld, %lld] for x %s (got %s %s)", (long long)B, (long long)T, sx,
                spin_dtype_name(spin_tensor_dtype(pos)), sp);
     OP_REQUIRE(spin_tensor_dtype(inv_freq) == SPIN_F32 && spin_tensor_ndim(inv_freq) == 1 &&

@@ -8,7 +8,8 @@
 static spin_status reshape_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_tensor *x = n->in[0];
     spin_tensor *gc = spin_contiguous(g);
-    if (!gc) return SPIN_ERR_OOM;
+    if (!gc)
+        return SPIN_ERR_OOM;
     gin[0] = spin_reshape(gc, spin_tensor_ndim(x), spin_tensor_shape(x));
     spin_tensor_release(gc);
     return gin[0] ? SPIN_OK : SPIN_ERR_INVALID;
@@ -38,7 +39,8 @@ spin_tensor *spin_reshape(spin_tensor *x, int ndim, const int64_t *shape) {
     OP_REQUIRE(known == n, "reshape: %lld elements cannot take the new shape (from %s)", (long long)n,
                spin_shape_str(x, buf, sizeof buf));
     spin_tensor *src = spin_contiguous(x); /* a view when x is contiguous */
-    if (!src) return op_end(NULL);
+    if (!src)
+        return op_end(NULL);
     int64_t st[SPIN_MAX_DIMS], s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         st[i] = s;
@@ -54,9 +56,11 @@ spin_tensor *spin_reshape(spin_tensor *x, int ndim, const int64_t *shape) {
 
 static spin_status permute_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     int inv[SPIN_MAX_DIMS];
-    for (int i = 0; i < n->out_ndim; i++) inv[n->p.i[i]] = i;
+    for (int i = 0; i < n->out_ndim; i++)
+        inv[n->p.i[i]] = i;
     spin_tensor *v = spin_permute(g, inv);
-    if (!v) return SPIN_ERR_INVALID;
+    if (!v)
+        return SPIN_ERR_INVALID;
     gin[0] = spin_contiguous(v);
     spin_tensor_release(v);
     return gin[0] ? SPIN_OK : SPIN_ERR_OOM;
@@ -76,19 +80,23 @@ spin_tensor *spin_permute(spin_tensor *x, const int *perm) {
     spin_tensor *y = spin_tensor_view_of(x, nd, sh, st, spin_tensor_offset(x));
     spin_node *n = spin_autograd_record(y, "permute", permute_backward, 1, &x);
     if (n)
-        for (int i = 0; i < nd; i++) n->p.i[i] = perm[i];
+        for (int i = 0; i < nd; i++)
+            n->p.i[i] = perm[i];
     return op_end(y);
 }
 
 spin_tensor *spin_transpose(spin_tensor *x, int d0, int d1) {
     int nd = spin_tensor_ndim(x), perm[SPIN_MAX_DIMS];
-    if (d0 < 0) d0 += nd;
-    if (d1 < 0) d1 += nd;
+    if (d0 < 0)
+        d0 += nd;
+    if (d1 < 0)
+        d1 += nd;
     if (d0 < 0 || d0 >= nd || d1 < 0 || d1 >= nd) {
         spin_fail(SPIN_ERR_INVALID, "transpose: dims %d, %d of a %d-d tensor", d0, d1, nd);
         return NULL;
     }
-    for (int i = 0; i < nd; i++) perm[i] = i;
+    for (int i = 0; i < nd; i++)
+        perm[i] = i;
     perm[d0] = d1;
     perm[d1] = d0;
     return spin_permute(x, perm);
@@ -99,7 +107,8 @@ spin_tensor *spin_transpose(spin_tensor *x, int d0, int d1) {
 static spin_status narrow_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_tensor *x = n->in[0];
     spin_tensor *z = spin_zeros(spin_tensor_device(g), SPIN_F32, spin_tensor_ndim(x), spin_tensor_shape(x));
-    if (!z) return SPIN_ERR_OOM;
+    if (!z)
+        return SPIN_ERR_OOM;
     spin_tensor *slot = spin_narrow(z, (int)n->p.i[0], n->p.i[1], n->p.i[2]);
     spin_status s = slot ? spin_copy_into(slot, g) : SPIN_ERR_INVALID;
     spin_tensor_release(slot);
@@ -116,8 +125,8 @@ spin_tensor *spin_narrow(spin_tensor *x, int dim, int64_t start, int64_t len) {
     int d = op_axis(x, dim);
     OP_REQUIRE(d >= 0, "narrow: dim %d of a %d-d tensor", dim, spin_tensor_ndim(x));
     OP_REQUIRE(start >= 0 && len >= 0 && start + len <= spin_tensor_dim(x, d),
-               "narrow: [%lld, %lld) outside dim %d of size %lld", (long long)start, (long long)(start + len), d,
-               (long long)spin_tensor_dim(x, d));
+               "narrow: [%lld, %lld) outside dim %d of size %lld", (long long)start, (long long)(start + len),
+               d, (long long)spin_tensor_dim(x, d));
     int nd = spin_tensor_ndim(x);
     int64_t sh[SPIN_MAX_DIMS];
     memcpy(sh, spin_tensor_shape(x), sizeof sh);
@@ -177,7 +186,8 @@ spin_tensor *spin_copy(spin_tensor *x) {
 }
 
 spin_tensor *spin_contiguous(spin_tensor *x) {
-    if (spin_tensor_is_contiguous(x)) return spin_scope_adopt(spin_tensor_retain(x));
+    if (spin_tensor_is_contiguous(x))
+        return spin_scope_adopt(spin_tensor_retain(x));
     return spin_copy(x);
 }
 
@@ -188,8 +198,8 @@ static spin_status cast_backward(spin_node *n, spin_tensor *g, spin_tensor **gin
 
 spin_tensor *spin_cast(spin_tensor *x, spin_dtype dt) {
     op_begin();
-    spin_tensor *y = op_launch(SPIN_K_COPY, 1, &x,
-                               op_new(x, dt, spin_tensor_ndim(x), spin_tensor_shape(x)), NULL);
+    spin_tensor *y =
+        op_launch(SPIN_K_COPY, 1, &x, op_new(x, dt, spin_tensor_ndim(x), spin_tensor_shape(x)), NULL);
     if (dt != SPIN_I32 && spin_tensor_dtype(x) != SPIN_I32)
         spin_autograd_record(y, "cast", cast_backward, 1, &x);
     return op_end(y);
@@ -198,8 +208,8 @@ spin_tensor *spin_cast(spin_tensor *x, spin_dtype dt) {
 spin_status spin_copy_into(spin_tensor *dst, spin_tensor *src) {
     if (!spin_tensor_same_shape(dst, src)) {
         char a[64], b[64];
-        return spin_fail(SPIN_ERR_INVALID, "copy_into: destination %s, source %s", spin_shape_str(dst, a, sizeof a),
-                         spin_shape_str(src, b, sizeof b));
+        return spin_fail(SPIN_ERR_INVALID, "copy_into: destination %s, source %s",
+                         spin_shape_str(dst, a, sizeof a), spin_shape_str(src, b, sizeof b));
     }
     if (spin_grad_enabled() && spin_tensor_requires_grad(dst))
         return spin_fail(SPIN_ERR_INVALID, "copy_into: destination requires grad");
@@ -217,7 +227,8 @@ static spin_status concat_backward(spin_node *n, spin_tensor *g, spin_tensor **g
             spin_tensor *v = spin_narrow(g, d, start, len);
             gin[i] = v ? spin_contiguous(v) : NULL;
             spin_tensor_release(v);
-            if (!gin[i]) return SPIN_ERR_OOM;
+            if (!gin[i])
+                return SPIN_ERR_OOM;
         }
         start += len;
     }
@@ -236,7 +247,8 @@ spin_tensor *spin_concat(spin_tensor *const *xs, int n, int dim) {
         OP_REQUIRE(spin_tensor_ndim(xs[i]) == nd, "concat: tensor %d has %d dims, not %d", i,
                    spin_tensor_ndim(xs[i]), nd);
         for (int j = 0; j < nd; j++)
-            OP_REQUIRE(j == d || spin_tensor_dim(xs[i], j) == sh[j], "concat: tensor %d differs in dim %d", i, j);
+            OP_REQUIRE(j == d || spin_tensor_dim(xs[i], j) == sh[j], "concat: tensor %d differs in dim %d", i,
+                       j);
         sh[d] += spin_tensor_dim(xs[i], d);
     }
     spin_tensor *y = op_new(xs[0], spin_tensor_dtype(xs[0]), nd, sh);
@@ -255,22 +267,26 @@ spin_tensor *spin_concat(spin_tensor *const *xs, int n, int dim) {
         start += len;
     }
     spin_node *node = spin_autograd_record(y, "concat", concat_backward, n, xs);
-    if (node) node->p.i[0] = d;
+    if (node)
+        node->p.i[0] = d;
     return op_end(y);
 }
 
 spin_status spin_split(spin_tensor *x, int dim, int n, const int64_t *sizes, spin_tensor **out) {
     int d = op_axis(x, dim);
-    if (d < 0) return spin_fail(SPIN_ERR_INVALID, "split: dim %d of a %d-d tensor", dim, spin_tensor_ndim(x));
+    if (d < 0)
+        return spin_fail(SPIN_ERR_INVALID, "split: dim %d of a %d-d tensor", dim, spin_tensor_ndim(x));
     int64_t total = 0;
-    for (int i = 0; i < n; i++) total += sizes[i];
+    for (int i = 0; i < n; i++)
+        total += sizes[i];
     if (total != spin_tensor_dim(x, d))
         return spin_fail(SPIN_ERR_INVALID, "split: sizes add to %lld, dim %d has %lld", (long long)total, d,
                          (long long)spin_tensor_dim(x, d));
     int64_t start = 0;
     for (int i = 0; i < n; i++) {
         out[i] = spin_narrow(x, d, start, sizes[i]);
-        if (!out[i]) return SPIN_ERR_INVALID;
+        if (!out[i])
+            return SPIN_ERR_INVALID;
         start += sizes[i];
     }
     return SPIN_OK;

@@ -20,7 +20,8 @@ typedef struct {
 static bool view_contiguous(const spin_view *v) {
     int64_t s = 1;
     for (int i = v->ndim - 1; i >= 0; i--) {
-        if (v->shape[i] != 1 && v->stride[i] != s) return false;
+        if (v->shape[i] != 1 && v->stride[i] != s)
+            return false;
         s *= v->shape[i];
     }
     return true;
@@ -28,12 +29,14 @@ static bool view_contiguous(const spin_view *v) {
 
 /* The shapes come from the ops layer, which has validated them; the kernel re-checks only what
  * would make it read out of bounds if another caller got them wrong. */
-static spin_status attn_setup(const spin_kcall *c, int qpos_slot, int n_fixed, const char *name, attn_dims *d) {
+static spin_status attn_setup(const spin_kcall *c, int qpos_slot, int n_fixed, const char *name,
+                              attn_dims *d) {
     const spin_view *q = &c->in[0], *k = &c->in[1];
     if (q->ndim != 4 || k->ndim != 4 || c->in[qpos_slot].ndim != 2)
         return spin_fail(SPIN_ERR_INVALID, "%s: q and k must be 4-D and qpos 2-D", name);
     for (int i = 0; i < c->n_in; i++)
-        if (!view_contiguous(&c->in[i])) return spin_fail(SPIN_ERR_INVALID, "%s: input %d is not contiguous", name, i);
+        if (!view_contiguous(&c->in[i]))
+            return spin_fail(SPIN_ERR_INVALID, "%s: input %d is not contiguous", name, i);
     for (int i = 0; i < c->n_out; i++)
         if (!view_contiguous(&c->out[i]))
             return spin_fail(SPIN_ERR_INVALID, "%s: output %d is not contiguous", name, i);
@@ -57,7 +60,8 @@ static inline void attn_range(const attn_dims *d, int32_t qp, int64_t *lo, int64
 
 static inline float dotf(const float *a, const float *b, int64_t n) {
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
     return s;
 }
 
@@ -65,7 +69,8 @@ spin_status cpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
     (void)dev;
     attn_dims d;
     spin_status st = attn_setup(c, 3, 4, "ATTENTION", &d);
-    if (st != SPIN_OK) return st;
+    if (st != SPIN_OK)
+        return st;
     const float *q = cpu_f32(&c->in[0]), *k = cpu_f32(&c->in[1]), *v = cpu_f32(&c->in[2]);
     float *o = cpu_f32(&c->out[0]), *lse = cpu_f32(&c->out[1]);
     const int64_t B = d.B, Hq = d.Hq, Tq = d.Tq, Tk = d.Tk, D = d.D;
@@ -81,27 +86,32 @@ spin_status cpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
                 float *oi = o + row * D;
                 int64_t lo, hi;
                 attn_range(&d, d.qpos[b * Tq + i], &lo, &hi);
-                for (int64_t e = 0; e < D; e++) oi[e] = 0;
+                for (int64_t e = 0; e < D; e++)
+                    oi[e] = 0;
                 /* Online softmax: oi holds sum exp(s - m) v with the running max m, rescaled
                  * whenever m grows, so no score exceeds exp(0) and nothing overflows. */
                 float m = -INFINITY, l = 0;
                 for (int64_t j = lo; j <= hi; j++) {
-                    if (mrow && mrow[j] == 0.0f) continue;
+                    if (mrow && mrow[j] == 0.0f)
+                        continue;
                     const float *kj = k + (kvbase + j) * D, *vj = v + (kvbase + j) * D;
                     float s = d.scale * dotf(qi, kj, D);
                     if (s > m) {
                         float r = expf(m - s); /* 0 on the first visible key */
                         l *= r;
-                        for (int64_t e = 0; e < D; e++) oi[e] *= r;
+                        for (int64_t e = 0; e < D; e++)
+                            oi[e] *= r;
                         m = s;
                     }
                     float p = expf(s - m);
                     l += p;
-                    for (int64_t e = 0; e < D; e++) oi[e] += p * vj[e];
+                    for (int64_t e = 0; e < D; e++)
+                        oi[e] += p * vj[e];
                 }
                 if (l > 0) {
                     float inv = 1.0f / l;
-                    for (int64_t e = 0; e < D; e++) oi[e] *= inv;
+                    for (int64_t e = 0; e < D; e++)
+                        oi[e] *= inv;
                     lse[row] = m + logf(l);
                 } else {
                     lse[row] = -INFINITY;
@@ -114,7 +124,8 @@ spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
     (void)dev;
     attn_dims d;
     spin_status st = attn_setup(c, 6, 7, "ATTENTION_BACK", &d);
-    if (st != SPIN_OK) return st;
+    if (st != SPIN_OK)
+        return st;
     const float *q = cpu_f32(&c->in[0]), *k = cpu_f32(&c->in[1]), *v = cpu_f32(&c->in[2]);
     const float *o = cpu_f32(&c->in[3]), *lse = cpu_f32(&c->in[4]), *dout = cpu_f32(&c->in[5]);
     float *dq = cpu_f32(&c->out[0]), *dk = cpu_f32(&c->out[1]), *dv = cpu_f32(&c->out[2]);
@@ -122,9 +133,11 @@ spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
     const int64_t work = B * Hq * Tq * Tk * D;
     /* rowdot[row] = do_i . o_i, the softmax-backward correction shared by dq and dk. */
     float *rowdot = malloc((size_t)(B * Hq * Tq > 0 ? B * Hq * Tq : 1) * sizeof *rowdot);
-    if (!rowdot) return spin_fail(SPIN_ERR_OOM, "ATTENTION_BACK: no host memory for %lld rows", (long long)(B * Hq * Tq));
+    if (!rowdot)
+        return spin_fail(SPIN_ERR_OOM, "ATTENTION_BACK: no host memory for %lld rows",
+                         (long long)(B * Hq * Tq));
 
-    /* dq: each query row gathers over its visible keys. */
+        /* dq: each query row gathers over its visible keys. */
 #pragma omp parallel for collapse(3) schedule(static) if (work > ATTN_PAR_WORK)
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < Hq; h++)
@@ -136,21 +149,25 @@ spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
                 float *dqi = dq + row * D;
                 const float Di = dotf(doi, o + row * D, D), L = lse[row];
                 rowdot[row] = Di;
-                for (int64_t e = 0; e < D; e++) dqi[e] = 0;
-                if (L == -INFINITY) continue; /* no visible key: the output was a constant 0 */
+                for (int64_t e = 0; e < D; e++)
+                    dqi[e] = 0;
+                if (L == -INFINITY)
+                    continue; /* no visible key: the output was a constant 0 */
                 int64_t lo, hi;
                 attn_range(&d, d.qpos[b * Tq + i], &lo, &hi);
                 for (int64_t j = lo; j <= hi; j++) {
-                    if (mrow && mrow[j] == 0.0f) continue;
+                    if (mrow && mrow[j] == 0.0f)
+                        continue;
                     const float *kj = k + (kvbase + j) * D, *vj = v + (kvbase + j) * D;
                     float p = expf(d.scale * dotf(qi, kj, D) - L);
                     float ds = p * (dotf(doi, vj, D) - Di) * d.scale;
-                    for (int64_t e = 0; e < D; e++) dqi[e] += ds * kj[e];
+                    for (int64_t e = 0; e < D; e++)
+                        dqi[e] += ds * kj[e];
                 }
             }
 
-    /* dk, dv: each key gathers over the query heads of its group and the queries that see it,
-     * in a fixed order, instead of queries scattering into shared keys. */
+            /* dk, dv: each key gathers over the query heads of its group and the queries that see it,
+             * in a fixed order, instead of queries scattering into shared keys. */
 #pragma omp parallel for collapse(3) schedule(static) if (work > ATTN_PAR_WORK)
     for (int64_t b = 0; b < B; b++)
         for (int64_t g = 0; g < Hkv; g++)
@@ -158,16 +175,20 @@ spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
                 const int64_t kv = (b * Hkv + g) * Tk + j;
                 const float *kj = k + kv * D, *vj = v + kv * D;
                 float *dkj = dk + kv * D, *dvj = dv + kv * D;
-                for (int64_t e = 0; e < D; e++) dkj[e] = dvj[e] = 0;
-                if (d.kmask && d.kmask[b * Tk + j] == 0.0f) continue;
+                for (int64_t e = 0; e < D; e++)
+                    dkj[e] = dvj[e] = 0;
+                if (d.kmask && d.kmask[b * Tk + j] == 0.0f)
+                    continue;
                 for (int64_t i = 0; i < Tq; i++) {
                     int64_t lo, hi;
                     attn_range(&d, d.qpos[b * Tq + i], &lo, &hi);
-                    if (j < lo || j > hi) continue;
+                    if (j < lo || j > hi)
+                        continue;
                     for (int64_t h = g * G; h < (g + 1) * G; h++) {
                         const int64_t row = (b * Hq + h) * Tq + i;
                         const float L = lse[row];
-                        if (L == -INFINITY) continue;
+                        if (L == -INFINITY)
+                            continue;
                         const float *qi = q + row * D, *doi = dout + row * D;
                         float p = expf(d.scale * dotf(qi, kj, D) - L);
                         float ds = p * (dotf(doi, vj, D) - rowdot[row]) * d.scale;

@@ -10,7 +10,9 @@
 
 #define ALIGNMENT 64
 
-static int cpu_device_count(void) { return 1; }
+static int cpu_device_count(void) {
+    return 1;
+}
 
 static spin_status cpu_device_open(spin_device *dev, int index) {
     (void)index;
@@ -49,7 +51,9 @@ static spin_status cpu_copy(spin_device *dev, void *dst, size_t doff, const void
     return SPIN_OK;
 }
 
-static void cpu_synchronize(spin_device *dev) { (void)dev; }
+static void cpu_synchronize(spin_device *dev) {
+    (void)dev;
+}
 
 /* Which input / output slots of a kernel hold i32 (ids, positions, indices); every other slot is
  * f32. COPY and FILL take any dtype. */
@@ -76,18 +80,23 @@ static i32_slots slots_of(spin_kernel k) {
 static bool cpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, int n_in,
                          const spin_dtype *out, int n_out) {
     (void)dev;
-    if (k == SPIN_K_COPY || k == SPIN_K_FILL) return true;
-    if (k == SPIN_K_ARANGE) return out[0] == SPIN_F32 || out[0] == SPIN_I32;
+    if (k == SPIN_K_COPY || k == SPIN_K_FILL)
+        return true;
+    if (k == SPIN_K_ARANGE)
+        return out[0] == SPIN_F32 || out[0] == SPIN_I32;
     i32_slots s = slots_of(k);
     for (int i = 0; i < n_in; i++) {
         if (k == SPIN_K_WHERE && i == 0) {
-            if (in[0] != SPIN_F32 && in[0] != SPIN_I32) return false;
+            if (in[0] != SPIN_F32 && in[0] != SPIN_I32)
+                return false;
             continue;
         }
-        if (in[i] != ((s.in_i32 >> i) & 1u ? SPIN_I32 : SPIN_F32)) return false;
+        if (in[i] != ((s.in_i32 >> i) & 1u ? SPIN_I32 : SPIN_F32))
+            return false;
     }
     for (int i = 0; i < n_out; i++)
-        if (out[i] != ((s.out_i32 >> i) & 1u ? SPIN_I32 : SPIN_F32)) return false;
+        if (out[i] != ((s.out_i32 >> i) & 1u ? SPIN_I32 : SPIN_F32))
+            return false;
     return true;
 }
 
@@ -114,4 +123,6 @@ static const spin_backend cpu_backend = {
 #undef SPIN_CPU_ENTRY_
 };
 
-const spin_backend *spin_cpu_backend(void) { return &cpu_backend; }
+const spin_backend *spin_cpu_backend(void) {
+    return &cpu_backend;
+}

@@ -33,27 +33,33 @@ static char chosen_note[128] = "";
 static const char *coretype_for_this_cpu(void) {
 #if defined(__x86_64__) || defined(__i386__)
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return NULL;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return NULL;
     bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28);
-    if (!osxsave || !avx) return NULL;
+    if (!osxsave || !avx)
+        return NULL;
     unsigned xlo, xhi;
     __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
     bool ymm_os = (xlo & 0x6) == 0x6, zmm_os = (xlo & 0xe6) == 0xe6;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return NULL;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return NULL;
     bool avx2 = b & (1u << 5);
     bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
     unsigned a1 = 0, b1, c1, d1;
     __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1);
     bool bf16 = a1 & (1u << 5);
-    if (avx512 && zmm_os) return bf16 ? "Cooperlake" : "SkylakeX";
-    if (avx2 && fma && ymm_os) return "Haswell";
+    if (avx512 && zmm_os)
+        return bf16 ? "Cooperlake" : "SkylakeX";
+    if (avx2 && fma && ymm_os)
+        return "Haswell";
 #endif
     return NULL;
 }
 
 static void load(void) {
     const char *path = getenv("SPIN_BLAS_LIBRARY");
-    if (!path || !*path) path = SPIN_BLAS_LIBRARY;
+    if (!path || !*path)
+        path = SPIN_BLAS_LIBRARY;
     bool is_openblas = strstr(path, "openblas") != NULL;
     void *already = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
     const char *user = getenv("OPENBLAS_CORETYPE");
@@ -70,18 +76,22 @@ static void load(void) {
         }
     }
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!h) SPIN_ABORT("cannot load the BLAS library %s: %s (set SPIN_BLAS_LIBRARY)", path, dlerror());
+    if (!h)
+        SPIN_ABORT("cannot load the BLAS library %s: %s (set SPIN_BLAS_LIBRARY)", path, dlerror());
     sgemm = (cpu_sgemm_fn)dlsym(h, "cblas_sgemm");
-    if (!sgemm) SPIN_ABORT("%s has no cblas_sgemm", path);
+    if (!sgemm)
+        SPIN_ABORT("%s has no cblas_sgemm", path);
     get_corename = (const char *(*)(void))dlsym(h, "openblas_get_corename");
     void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
-    if (set_threads) set_threads(omp_get_max_threads());
+    if (set_threads)
+        set_threads(omp_get_max_threads());
     snprintf(description, sizeof description, "%s (kernel %s%s%s%s)", path,
              get_corename ? get_corename() : "n/a", chosen_note[0] ? "; " : "", chosen_note, "");
 }
 
 cpu_sgemm_fn cpu_blas_sgemm(void) {
-    if (!sgemm) load();
+    if (!sgemm)
+        load();
     return sgemm;
 }
 
@@ -95,4 +105,6 @@ const char *cpu_blas_corename(void) {
     return get_corename ? get_corename() : "n/a";
 }
 
-int cpu_threads(void) { return omp_get_max_threads(); }
+int cpu_threads(void) {
+    return omp_get_max_threads();
+}

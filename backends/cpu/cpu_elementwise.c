@@ -7,14 +7,15 @@
 
 /* Walks the 4-D index space of `out`, giving each input's and the output's element offsets. The
  * innermost dimension is a plain loop so the compiler can vectorise contiguous cases. */
-#define CPU_FOR4(o, ...)                                                                          \
-    do {                                                                                           \
-        const int64_t n0_ = (o).n[0], n1_ = (o).n[1], n2_ = (o).n[2], n3_ = (o).n[3];              \
-        _Pragma("omp parallel for collapse(3) schedule(static) if (n0_ * n1_ * n2_ * n3_ > 32768)") \
-        for (int64_t i0 = 0; i0 < n0_; i0++)                                                       \
-            for (int64_t i1 = 0; i1 < n1_; i1++)                                                   \
-                for (int64_t i2 = 0; i2 < n2_; i2++)                                               \
-                    for (int64_t i3 = 0; i3 < n3_; i3++) { __VA_ARGS__ }                                  \
+#define CPU_FOR4(o, ...)                                                                                  \
+    do {                                                                                                  \
+        const int64_t n0_ = (o).n[0], n1_ = (o).n[1], n2_ = (o).n[2], n3_ = (o).n[3];                     \
+        _Pragma("omp parallel for collapse(3) schedule(static) if (n0_ * n1_ * n2_ * n3_ > 32768)") for ( \
+            int64_t i0 = 0; i0 < n0_; i0++) for (int64_t i1 = 0; i1 < n1_;                                \
+                                                 i1++) for (int64_t i2 = 0; i2 < n2_;                     \
+                                                            i2++) for (int64_t i3 = 0; i3 < n3_; i3++) {  \
+            __VA_ARGS__                                                                                   \
+        }                                                                                                 \
     } while (0)
 
 #define OFF(sh, i0, i1, i2, i3) ((i0) * (sh).s[0] + (i1) * (sh).s[1] + (i2) * (sh).s[2] + (i3) * (sh).s[3])
@@ -31,7 +32,8 @@ spin_status cpu_COPY(struct spin_device *dev, const spin_kcall *c) {
         size_t es = x->dtype == SPIN_I32 ? 4 : 2;
         const char *xp = (const char *)x->buf + x->offset * es;
         char *yp = (char *)y->buf + y->offset * es;
-        CPU_FOR4(ys, memcpy(yp + OFF(ys, i0, i1, i2, i3) * (int64_t)es, xp + OFF(xs, i0, i1, i2, i3) * (int64_t)es, es););
+        CPU_FOR4(ys, memcpy(yp + OFF(ys, i0, i1, i2, i3) * (int64_t)es,
+                            xp + OFF(xs, i0, i1, i2, i3) * (int64_t)es, es););
     } else {
         size_t xes = spin_dtype_size(x->dtype), yes = spin_dtype_size(y->dtype);
         const char *xp = (const char *)x->buf + x->offset * xes;
@@ -73,7 +75,8 @@ spin_status cpu_RNG_UNIFORM(struct spin_device *dev, const spin_kcall *c) {
     int64_t n = cpu_numel(&c->out[0]);
     uint64_t seed = (uint64_t)c->p.i[0], off = (uint64_t)c->p.i[1];
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] = spin_rng_uniform(seed, off + (uint64_t)i);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = spin_rng_uniform(seed, off + (uint64_t)i);
     return SPIN_OK;
 }
 
@@ -83,21 +86,22 @@ spin_status cpu_RNG_NORMAL(struct spin_device *dev, const spin_kcall *c) {
     int64_t n = cpu_numel(&c->out[0]);
     uint64_t seed = (uint64_t)c->p.i[0], off = (uint64_t)c->p.i[1];
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) y[i] = spin_rng_normal(seed, off + (uint64_t)i);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = spin_rng_normal(seed, off + (uint64_t)i);
     return SPIN_OK;
 }
 
-#define BINARY_KERNEL(NAME, EXPR)                                                                  \
-    spin_status cpu_##NAME(struct spin_device *dev, const spin_kcall *c) {                         \
-        (void)dev;                                                                                 \
-        cpu_shape4 as = cpu_pad4(&c->in[0]), bs = cpu_pad4(&c->in[1]), ys = cpu_pad4(&c->out[0]);  \
-        const float *ap = cpu_f32(&c->in[0]), *bp = cpu_f32(&c->in[1]);                            \
-        float *yp = cpu_f32(&c->out[0]);                                                           \
-        CPU_FOR4(ys, {                                                                             \
-            float a = ap[OFF(as, i0, i1, i2, i3)], b = bp[OFF(bs, i0, i1, i2, i3)];                \
-            yp[OFF(ys, i0, i1, i2, i3)] = (EXPR);                                                  \
-        });                                                                                        \
-        return SPIN_OK;                                                                            \
+#define BINARY_KERNEL(NAME, EXPR)                                                                 \
+    spin_status cpu_##NAME(struct spin_device *dev, const spin_kcall *c) {                        \
+        (void)dev;                                                                                \
+        cpu_shape4 as = cpu_pad4(&c->in[0]), bs = cpu_pad4(&c->in[1]), ys = cpu_pad4(&c->out[0]); \
+        const float *ap = cpu_f32(&c->in[0]), *bp = cpu_f32(&c->in[1]);                           \
+        float *yp = cpu_f32(&c->out[0]);                                                          \
+        CPU_FOR4(ys, {                                                                            \
+            float a = ap[OFF(as, i0, i1, i2, i3)], b = bp[OFF(bs, i0, i1, i2, i3)];               \
+            yp[OFF(ys, i0, i1, i2, i3)] = (EXPR);                                                 \
+        });                                                                                       \
+        return SPIN_OK;                                                                           \
     }
 
 BINARY_KERNEL(ADD, a + b)
@@ -110,21 +114,23 @@ static inline float gelu_f(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-static inline float logsigmoid_f(float x) { return x < 0 ? x - log1pf(expf(x)) : -log1pf(expf(-x)); }
+static inline float logsigmoid_f(float x) {
+    return x < 0 ? x - log1pf(expf(x)) : -log1pf(expf(-x));
+}
 
-#define UNARY_KERNEL(NAME, EXPR)                                                                   \
-    spin_status cpu_##NAME(struct spin_device *dev, const spin_kcall *c) {                         \
-        (void)dev;                                                                                 \
-        cpu_shape4 xs = cpu_pad4(&c->in[0]), ys = cpu_pad4(&c->out[0]);                            \
-        const float *xp = cpu_f32(&c->in[0]);                                                      \
-        float *yp = cpu_f32(&c->out[0]);                                                           \
-        const float p0 = c->p.f[0], p1 = c->p.f[1];                                                \
-        (void)p0, (void)p1;                                                                        \
-        CPU_FOR4(ys, {                                                                             \
-            float x = xp[OFF(xs, i0, i1, i2, i3)];                                                 \
-            yp[OFF(ys, i0, i1, i2, i3)] = (EXPR);                                                  \
-        });                                                                                        \
-        return SPIN_OK;                                                                            \
+#define UNARY_KERNEL(NAME, EXPR)                                           \
+    spin_status cpu_##NAME(struct spin_device *dev, const spin_kcall *c) { \
+        (void)dev;                                                         \
+        cpu_shape4 xs = cpu_pad4(&c->in[0]), ys = cpu_pad4(&c->out[0]);    \
+        const float *xp = cpu_f32(&c->in[0]);                              \
+        float *yp = cpu_f32(&c->out[0]);                                   \
+        const float p0 = c->p.f[0], p1 = c->p.f[1];                        \
+        (void)p0, (void)p1;                                                \
+        CPU_FOR4(ys, {                                                     \
+            float x = xp[OFF(xs, i0, i1, i2, i3)];                         \
+            yp[OFF(ys, i0, i1, i2, i3)] = (EXPR);                          \
+        });                                                                \
+        return SPIN_OK;                                                    \
     }
 
 UNARY_KERNEL(SCALE, p0 *x + p1)
@@ -153,21 +159,23 @@ static inline float gelu_back(float x, float dy) {
 }
 
 /* d/dx log(sigmoid(x)) = sigmoid(-x) */
-static inline float logsigmoid_back(float x, float dy) { return dy / (1.0f + expf(x)); }
+static inline float logsigmoid_back(float x, float dy) {
+    return dy / (1.0f + expf(x));
+}
 
-#define BACK_KERNEL(NAME, EXPR)                                                                    \
-    spin_status cpu_##NAME(struct spin_device *dev, const spin_kcall *c) {                         \
-        (void)dev;                                                                                 \
-        cpu_shape4 xs = cpu_pad4(&c->in[0]), ds = cpu_pad4(&c->in[1]), ys = cpu_pad4(&c->out[0]);  \
-        const float *xp = cpu_f32(&c->in[0]), *dp = cpu_f32(&c->in[1]);                            \
-        float *yp = cpu_f32(&c->out[0]);                                                           \
-        const float p0 = c->p.f[0], p1 = c->p.f[1];                                                \
-        (void)p0, (void)p1;                                                                        \
-        CPU_FOR4(ys, {                                                                             \
-            float x = xp[OFF(xs, i0, i1, i2, i3)], dy = dp[OFF(ds, i0, i1, i2, i3)];               \
-            yp[OFF(ys, i0, i1, i2, i3)] = (EXPR);                                                  \
-        });                                                                                        \
-        return SPIN_OK;                                                                            \
+#define BACK_KERNEL(NAME, EXPR)                                                                   \
+    spin_status cpu_##NAME(struct spin_device *dev, const spin_kcall *c) {                        \
+        (void)dev;                                                                                \
+        cpu_shape4 xs = cpu_pad4(&c->in[0]), ds = cpu_pad4(&c->in[1]), ys = cpu_pad4(&c->out[0]); \
+        const float *xp = cpu_f32(&c->in[0]), *dp = cpu_f32(&c->in[1]);                           \
+        float *yp = cpu_f32(&c->out[0]);                                                          \
+        const float p0 = c->p.f[0], p1 = c->p.f[1];                                               \
+        (void)p0, (void)p1;                                                                       \
+        CPU_FOR4(ys, {                                                                            \
+            float x = xp[OFF(xs, i0, i1, i2, i3)], dy = dp[OFF(ds, i0, i1, i2, i3)];              \
+            yp[OFF(ys, i0, i1, i2, i3)] = (EXPR);                                                 \
+        });                                                                                       \
+        return SPIN_OK;                                                                           \
     }
 
 BACK_KERNEL(SILU_BACK, silu_back(x, dy))
@@ -191,8 +199,8 @@ spin_status cpu_WHERE(struct spin_device *dev, const spin_kcall *c) {
     } else {
         const float *cp = cpu_f32(&c->in[0]);
         CPU_FOR4(ys, {
-            yp[OFF(ys, i0, i1, i2, i3)] =
-                cp[OFF(cs, i0, i1, i2, i3)] != 0.0f ? ap[OFF(as, i0, i1, i2, i3)] : bp[OFF(bs, i0, i1, i2, i3)];
+            yp[OFF(ys, i0, i1, i2, i3)] = cp[OFF(cs, i0, i1, i2, i3)] != 0.0f ? ap[OFF(as, i0, i1, i2, i3)]
+                                                                              : bp[OFF(bs, i0, i1, i2, i3)];
         });
     }
     return SPIN_OK;

@@ -12,8 +12,9 @@
 static spin_status check_ids(const char *kernel, const int32_t *ids, int64_t n, int64_t v) {
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= v)
-            return spin_fail(SPIN_ERR_INVALID, "%s: token id %d at position %lld outside the vocabulary of %lld",
-                             kernel, ids[i], (long long)i, (long long)v);
+            return spin_fail(SPIN_ERR_INVALID,
+                             "%s: token id %d at position %lld outside the vocabulary of %lld", kernel,
+                             ids[i], (long long)i, (long long)v);
     return SPIN_OK;
 }
 
@@ -26,7 +27,8 @@ spin_status cpu_EMBEDDING(struct spin_device *dev, const spin_kcall *c) {
     float *y = cpu_f32(&c->out[0]);
     SPIN_TRY(check_ids("embedding", ids, n, v));
 #pragma omp parallel for schedule(static) if (n * cols > 65536)
-    for (int64_t i = 0; i < n; i++) memcpy(y + i * cols, w + (int64_t)ids[i] * cols, (size_t)cols * sizeof *y);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(y + i * cols, w + (int64_t)ids[i] * cols, (size_t)cols * sizeof *y);
     return SPIN_OK;
 }
 
@@ -42,7 +44,8 @@ spin_status cpu_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall *c) {
     float *dw = cpu_f32(dwv);
     SPIN_TRY(check_ids("embedding backward", ids, n, v));
 #pragma omp parallel for schedule(static) if (v * cols > 65536)
-    for (int64_t r = 0; r < v; r++) memset(dw + r * cols, 0, (size_t)cols * sizeof *dw);
+    for (int64_t r = 0; r < v; r++)
+        memset(dw + r * cols, 0, (size_t)cols * sizeof *dw);
     const int64_t nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for schedule(static) if (n * cols > 32768)
     for (int64_t blk = 0; blk < nblk; blk++) {
@@ -50,7 +53,8 @@ spin_status cpu_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall *c) {
         for (int64_t i = 0; i < n; i++) {
             float *dst = dw + (int64_t)ids[i] * cols + j0;
             const float *src = dy + i * cols + j0;
-            for (int64_t j = 0; j < len; j++) dst[j] += src[j];
+            for (int64_t j = 0; j < len; j++)
+                dst[j] += src[j];
         }
     }
     return SPIN_OK;

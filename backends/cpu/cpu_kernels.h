@@ -9,8 +9,12 @@ SPIN_KERNELS(SPIN_CPU_DECLARE_)
 #undef SPIN_CPU_DECLARE_
 
 /* Element pointer arithmetic on a view (CPU buffers are host addresses). */
-static inline float *cpu_f32(const spin_view *v) { return (float *)v->buf + v->offset; }
-static inline int32_t *cpu_i32(const spin_view *v) { return (int32_t *)v->buf + v->offset; }
+static inline float *cpu_f32(const spin_view *v) {
+    return (float *)v->buf + v->offset;
+}
+static inline int32_t *cpu_i32(const spin_view *v) {
+    return (int32_t *)v->buf + v->offset;
+}
 
 /* A view padded to 4 dims on the left (size 1, stride 0). */
 typedef struct {
@@ -29,7 +33,8 @@ static inline cpu_shape4 cpu_pad4(const spin_view *v) {
 
 static inline int64_t cpu_numel(const spin_view *v) {
     int64_t n = 1;
-    for (int i = 0; i < v->ndim; i++) n *= v->shape[i];
+    for (int i = 0; i < v->ndim; i++)
+        n *= v->shape[i];
     return n;
 }
 
@@ -40,9 +45,8 @@ static inline void cpu_rows(const spin_view *v, int64_t *rows, int64_t *cols) {
 }
 
 /* The BLAS loaded at start-up (backends/cpu/cpu_blas.c). */
-typedef void (*cpu_sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha,
-                             const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                             int ldc);
+typedef void (*cpu_sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                             int lda, const float *b, int ldb, float beta, float *c, int ldc);
 cpu_sgemm_fn cpu_blas_sgemm(void);
 const char *cpu_blas_describe(void);
 const char *cpu_blas_corename(void);

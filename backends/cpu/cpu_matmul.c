@@ -11,13 +11,15 @@ static int blas_layout(const spin_view *v, int *trans, int64_t *ld) {
     if ((k == 1 || sk == 1) && (r == 1 || sr >= k)) {
         *trans = NO_TRANS;
         *ld = r == 1 ? (k > 1 ? k : 1) : sr;
-        if (*ld < k) *ld = k;
+        if (*ld < k)
+            *ld = k;
         return 0;
     }
     if ((r == 1 || sr == 1) && (k == 1 || sk >= r)) {
         *trans = TRANS;
         *ld = k == 1 ? (r > 1 ? r : 1) : sk;
-        if (*ld < r) *ld = r;
+        if (*ld < r)
+            *ld = r;
         return 0;
     }
     return -1;
@@ -39,13 +41,16 @@ spin_status cpu_MATMUL(struct spin_device *dev, const spin_kcall *c) {
             const float *ap = cpu_f32(a) + i0 * as.s[0] + i1 * as.s[1];
             const float *bp = cpu_f32(b) + i0 * bs.s[0] + i1 * bs.s[1];
             float *yp = cpu_f32(y) + i0 * ys.s[0] + i1 * ys.s[1];
-            if (m == 0 || n == 0) continue;
+            if (m == 0 || n == 0)
+                continue;
             if (k == 0) {
                 for (int64_t r = 0; r < m; r++)
-                    for (int64_t q = 0; q < n; q++) yp[r * ldc + q] = beta == 0.0f ? 0.0f : beta * yp[r * ldc + q];
+                    for (int64_t q = 0; q < n; q++)
+                        yp[r * ldc + q] = beta == 0.0f ? 0.0f : beta * yp[r * ldc + q];
                 continue;
             }
-            gemm(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, ap, (int)lda, bp, (int)ldb, beta, yp, (int)ldc);
+            gemm(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, ap, (int)lda, bp, (int)ldb, beta, yp,
+                 (int)ldc);
         }
     return SPIN_OK;
 }

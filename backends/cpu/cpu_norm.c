@@ -25,11 +25,13 @@ spin_status cpu_RMSNORM(struct spin_device *dev, const spin_kcall *c) {
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
         double ss = 0;
-        for (int64_t j = 0; j < cols; j++) ss += (double)xr[j] * xr[j];
+        for (int64_t j = 0; j < cols; j++)
+            ss += (double)xr[j] * xr[j];
         float rs = (float)(1.0 / sqrt(ss / (double)cols + eps));
         rstd[r] = rs;
         /* HF order: normalise in f32, then scale by the weight */
-        for (int64_t j = 0; j < cols; j++) yr[j] = w[j] * (xr[j] * rs);
+        for (int64_t j = 0; j < cols; j++)
+            yr[j] = w[j] * (xr[j] * rs);
     }
     return SPIN_OK;
 }
@@ -47,10 +49,12 @@ spin_status cpu_RMSNORM_BACK(struct spin_device *dev, const spin_kcall *c) {
         const float *xr = x + r * cols, *dyr = dy + r * cols;
         float *dxr = dx + r * cols;
         double dot = 0;
-        for (int64_t j = 0; j < cols; j++) dot += (double)w[j] * dyr[j] * xr[j];
+        for (int64_t j = 0; j < cols; j++)
+            dot += (double)w[j] * dyr[j] * xr[j];
         const double rs = rstd[r];
         const float k = (float)(dot * rs * rs / (double)cols), rsf = rstd[r];
-        for (int64_t j = 0; j < cols; j++) dxr[j] = rsf * (w[j] * dyr[j] - xr[j] * k);
+        for (int64_t j = 0; j < cols; j++)
+            dxr[j] = rsf * (w[j] * dyr[j] - xr[j] * k);
     }
     const int64_t nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for schedule(static) if (n * cols > PAR_MIN)
@@ -60,9 +64,11 @@ spin_status cpu_RMSNORM_BACK(struct spin_device *dev, const spin_kcall *c) {
         for (int64_t r = 0; r < n; r++) {
             const float *xr = x + r * cols + j0, *dyr = dy + r * cols + j0;
             const double rs = rstd[r];
-            for (int64_t j = 0; j < len; j++) acc[j] += (double)dyr[j] * xr[j] * rs;
+            for (int64_t j = 0; j < len; j++)
+                acc[j] += (double)dyr[j] * xr[j] * rs;
         }
-        for (int64_t j = 0; j < len; j++) dw[j0 + j] = (float)acc[j];
+        for (int64_t j = 0; j < len; j++)
+            dw[j0 + j] = (float)acc[j];
     }
     return SPIN_OK;
 }
@@ -80,14 +86,17 @@ spin_status cpu_LAYERNORM(struct spin_device *dev, const spin_kcall *c) {
         float *yr = y + r * cols;
         /* two passes: the centred sum of squares does not cancel like E[x^2] - E[x]^2 */
         double s = 0;
-        for (int64_t j = 0; j < cols; j++) s += xr[j];
+        for (int64_t j = 0; j < cols; j++)
+            s += xr[j];
         const double mu = cols ? s / (double)cols : 0;
         double ss = 0;
-        for (int64_t j = 0; j < cols; j++) ss += (xr[j] - mu) * (xr[j] - mu);
+        for (int64_t j = 0; j < cols; j++)
+            ss += (xr[j] - mu) * (xr[j] - mu);
         const double rs = 1.0 / sqrt((cols ? ss / (double)cols : 0) + eps);
         mean[r] = (float)mu;
         rstd[r] = (float)rs;
-        for (int64_t j = 0; j < cols; j++) yr[j] = (float)((xr[j] - mu) * rs) * w[j] + b[j];
+        for (int64_t j = 0; j < cols; j++)
+            yr[j] = (float)((xr[j] - mu) * rs) * w[j] + b[j];
     }
     return SPIN_OK;
 }

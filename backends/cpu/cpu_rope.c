@@ -10,18 +10,22 @@
 spin_status cpu_ROPE(struct spin_device *dev, const spin_kcall *c) {
     (void)dev;
     const spin_view *xv = &c->in[0];
-    if (xv->ndim != 4) return spin_fail(SPIN_ERR_INVALID, "ROPE: x must be [B, H, T, D] (got %d dims)", xv->ndim);
+    if (xv->ndim != 4)
+        return spin_fail(SPIN_ERR_INVALID, "ROPE: x must be [B, H, T, D] (got %d dims)", xv->ndim);
     const int64_t B = xv->shape[0], H = xv->shape[1], T = xv->shape[2], D = xv->shape[3], half = D / 2;
     const float *x = cpu_f32(xv), *inv_freq = cpu_f32(&c->in[2]);
     const int32_t *pos = cpu_i32(&c->in[1]);
     float *y = cpu_f32(&c->out[0]);
     const bool interleaved = c->p.i[0] == SPIN_ROPE_INTERLEAVED;
     const double sign = c->p.i[1] ? -1.0 : 1.0;
-    if (B * T * half == 0) return SPIN_OK;
+    if (B * T * half == 0)
+        return SPIN_OK;
     /* cos and sin per (b, t, j), shared by the H heads. The angle is formed in double: in f32 a
      * position of 4000 would already carry ~2e-4 of absolute angle error. */
     float *cs = malloc((size_t)(B * T * half) * 2 * sizeof *cs);
-    if (!cs) return spin_fail(SPIN_ERR_OOM, "ROPE: cannot allocate the %lld-entry cos/sin table", (long long)(B * T * half));
+    if (!cs)
+        return spin_fail(SPIN_ERR_OOM, "ROPE: cannot allocate the %lld-entry cos/sin table",
+                         (long long)(B * T * half));
 #pragma omp parallel for schedule(static) if (B * T * half > 4096)
     for (int64_t bt = 0; bt < B * T; bt++) {
         const double p = pos[bt];
@@ -47,7 +51,8 @@ spin_status cpu_ROPE(struct spin_device *dev, const spin_kcall *c) {
                 yr[i1] = x1 * co - x2 * si;
                 yr[i1 + step] = x2 * co + x1 * si;
             }
-            if (D & 1) yr[D - 1] = xr[D - 1]; /* an odd trailing element has no partner */
+            if (D & 1)
+                yr[D - 1] = xr[D - 1]; /* an odd trailing element has no partner */
         }
     }
     free(cs);

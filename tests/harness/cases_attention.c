@@ -14,7 +14,8 @@ static spin_tensor *run_attention(const opcase *c, spin_tensor *const *in) {
 
 /* Plain two-pass softmax over an explicit visibility test, in double. */
 static void ref_attention(const opcase *c, const double *const *in, double *out) {
-    const int64_t B = c->in[0].shape[0], Hq = c->in[0].shape[1], Tq = c->in[0].shape[2], D = c->in[0].shape[3];
+    const int64_t B = c->in[0].shape[0], Hq = c->in[0].shape[1], Tq = c->in[0].shape[2],
+                  D = c->in[0].shape[3];
     const int64_t Hkv = c->in[1].shape[1], Tk = c->in[1].shape[2];
     const int64_t window = c->p.i[0], kv_offset = c->p.i[1];
     const double scale = c->p.f[0] != 0 ? (double)c->p.f[0] : 1.0 / sqrt((double)D);
@@ -29,30 +30,41 @@ static void ref_attention(const opcase *c, const double *const *in, double *out)
                 double *oi = out + ((b * Hq + h) * Tq + i) * D;
                 double mx = -INFINITY;
                 for (int64_t j = 0; j < Tk; j++) {
-                    bool vis = j <= pos && (window == 0 || j > pos - window) && (!kmask || kmask[b * Tk + j] != 0);
+                    bool vis =
+                        j <= pos && (window == 0 || j > pos - window) && (!kmask || kmask[b * Tk + j] != 0);
                     s[j] = -INFINITY;
-                    if (!vis) continue;
+                    if (!vis)
+                        continue;
                     const double *kj = k + ((b * Hkv + kh) * Tk + j) * D;
                     double d = 0;
-                    for (int64_t e = 0; e < D; e++) d += qi[e] * kj[e];
+                    for (int64_t e = 0; e < D; e++)
+                        d += qi[e] * kj[e];
                     s[j] = scale * d;
-                    if (s[j] > mx) mx = s[j];
+                    if (s[j] > mx)
+                        mx = s[j];
                 }
-                for (int64_t e = 0; e < D; e++) oi[e] = 0;
-                if (mx == -INFINITY) continue; /* nothing visible: output 0 */
+                for (int64_t e = 0; e < D; e++)
+                    oi[e] = 0;
+                if (mx == -INFINITY)
+                    continue; /* nothing visible: output 0 */
                 double z = 0;
-                for (int64_t j = 0; j < Tk; j++) z += s[j] == -INFINITY ? 0 : exp(s[j] - mx);
+                for (int64_t j = 0; j < Tk; j++)
+                    z += s[j] == -INFINITY ? 0 : exp(s[j] - mx);
                 for (int64_t j = 0; j < Tk; j++) {
-                    if (s[j] == -INFINITY) continue;
+                    if (s[j] == -INFINITY)
+                        continue;
                     double p = exp(s[j] - mx) / z;
                     const double *vj = v + ((b * Hkv + kh) * Tk + j) * D;
-                    for (int64_t e = 0; e < D; e++) oi[e] += p * vj[e];
+                    for (int64_t e = 0; e < D; e++)
+                        oi[e] += p * vj[e];
                 }
             }
 }
 
 /* Tk of the case (k's third dim). */
-static int64_t case_tk(const opcase *c) { return c->in[1].shape[2]; }
+static int64_t case_tk(const opcase *c) {
+    return c->in[1].shape[2];
+}
 
 /* Positions out of order, including -1 (sees nothing) and Tk (past the cache: sees every key). */
 static void init_qpos_scrambled(const opcase *c, int idx, double *v, int64_t n) {
@@ -76,7 +88,8 @@ static void init_qpos_tail(const opcase *c, int idx, double *v, int64_t n) {
  * see no key at all. */
 static void init_kmask_leftpad(const opcase *c, int idx, double *v, int64_t n) {
     int64_t Tk = c->in[idx].shape[1];
-    for (int64_t f = 0; f < n; f++) v[f] = f % Tk >= 2 * (f / Tk);
+    for (int64_t f = 0; f < n; f++)
+        v[f] = f % Tk >= 2 * (f / Tk);
 }
 
 /* Scattered holes, and non-unit nonzero values (only != 0 counts). */
@@ -89,35 +102,44 @@ static void init_kmask_holes(const opcase *c, int idx, double *v, int64_t n) {
 }
 
 #define F(...) __VA_ARGS__
-#define T4(B, H, T, D) {.ndim = 4, .shape = {B, H, T, D}, .grad = true}
-#define T4R(lo_, hi_, B, H, T, D) {.ndim = 4, .shape = {B, H, T, D}, .grad = true, .lo = lo_, .hi = hi_}
-#define T4L(layout_, B, H, T, D) {.ndim = 4, .shape = {B, H, T, D}, .grad = true, .layout = layout_}
-#define NOPOS {.absent = true}
-#define NOMASK {.absent = true}
-#define POS(fn, B, T) {.ndim = 2, .shape = {B, T}, .dtype = SPIN_I32, .init = fn}
-#define MASK(fn, B, T) {.ndim = 2, .shape = {B, T}, .init = fn}
+#define T4(B, H, T, D) \
+    { .ndim = 4, .shape = {B, H, T, D}, .grad = true }
+#define T4R(lo_, hi_, B, H, T, D) \
+    { .ndim = 4, .shape = {B, H, T, D}, .grad = true, .lo = lo_, .hi = hi_ }
+#define T4L(layout_, B, H, T, D) \
+    { .ndim = 4, .shape = {B, H, T, D}, .grad = true, .layout = layout_ }
+#define NOPOS \
+    { .absent = true }
+#define NOMASK \
+    { .absent = true }
+#define POS(fn, B, T) \
+    { .ndim = 2, .shape = {B, T}, .dtype = SPIN_I32, .init = fn }
+#define MASK(fn, B, T) \
+    { .ndim = 2, .shape = {B, T}, .init = fn }
 /* forward 1e-5, gradient 1e-3 (normalised), finite-difference step 1e-3 */
-#define ATT(desc, q, k, v, pos, mask, scale_, window_, offset_)                                   \
-    {.op = "attention", .params = desc, .n_in = 5, .in = {q, k, v, pos, mask},                    \
-     .p = {.f = {scale_}, .i = {window_, offset_}}, .run = run_attention, .ref = ref_attention,   \
-     .tol = 1e-5, .grad_tol = 1e-3, .eps = 1e-3}
+#define ATT(desc, q, k, v, pos, mask, scale_, window_, offset_)                                    \
+    {                                                                                              \
+        .op = "attention", .params = desc, .n_in = 5, .in = {q, k, v, pos, mask},                  \
+        .p = {.f = {scale_}, .i = {window_, offset_}}, .run = run_attention, .ref = ref_attention, \
+        .tol = 1e-5, .grad_tol = 1e-3, .eps = 1e-3                                                 \
+    }
 
 const opcase opc_cases_attention[] = {
     ATT("q,kv[1,2,5,3] causal", T4(1, 2, 5, 3), T4(1, 2, 5, 3), T4(1, 2, 5, 3), NOPOS, NOMASK, 0, 0, 0),
-    ATT("q,kv[2,2,7,8] scale=0.9 q,k in [-2,2]", T4R(-2, 2, 2, 2, 7, 8), T4R(-2, 2, 2, 2, 7, 8), T4(2, 2, 7, 8),
-        NOPOS, NOMASK, 0.9f, 0, 0),
+    ATT("q,kv[2,2,7,8] scale=0.9 q,k in [-2,2]", T4R(-2, 2, 2, 2, 7, 8), T4R(-2, 2, 2, 2, 7, 8),
+        T4(2, 2, 7, 8), NOPOS, NOMASK, 0.9f, 0, 0),
     ATT("GQA q[1,6,5,5] kv[1,2,5,5]", T4(1, 6, 5, 5), T4(1, 2, 5, 5), T4(1, 2, 5, 5), NOPOS, NOMASK, 0, 0, 0),
     ATT("MQA q[2,4,7,3] kv[2,1,7,3]", T4R(-2, 2, 2, 4, 7, 3), T4R(-2, 2, 2, 1, 7, 3), T4(2, 1, 7, 3), NOPOS,
         NOMASK, 0, 0, 0),
     ATT("window 3 q,kv[1,2,7,5]", T4(1, 2, 7, 5), T4(1, 2, 7, 5), T4(1, 2, 7, 5), NOPOS, NOMASK, 0, 3, 0),
-    ATT("window 3 GQA q[2,4,7,4] kv[2,2,7,4]", T4(2, 4, 7, 4), T4(2, 2, 7, 4), T4(2, 2, 7, 4), NOPOS, NOMASK, 0,
-        3, 0),
-    ATT("decode q[2,4,1,8] kv[2,2,7,8] offset 6", T4(2, 4, 1, 8), T4(2, 2, 7, 8), T4(2, 2, 7, 8), NOPOS, NOMASK, 0,
-        0, 6),
-    ATT("decode q[1,2,2,5] kv[1,2,7,5] offset 5", T4(1, 2, 2, 5), T4(1, 2, 7, 5), T4(1, 2, 7, 5), NOPOS, NOMASK, 0,
-        0, 5),
-    ATT("decode window 3 q[1,2,2,5] kv[1,1,7,5] offset 5", T4(1, 2, 2, 5), T4(1, 1, 7, 5), T4(1, 1, 7, 5), NOPOS,
-        NOMASK, 0, 3, 5),
+    ATT("window 3 GQA q[2,4,7,4] kv[2,2,7,4]", T4(2, 4, 7, 4), T4(2, 2, 7, 4), T4(2, 2, 7, 4), NOPOS, NOMASK,
+        0, 3, 0),
+    ATT("decode q[2,4,1,8] kv[2,2,7,8] offset 6", T4(2, 4, 1, 8), T4(2, 2, 7, 8), T4(2, 2, 7, 8), NOPOS,
+        NOMASK, 0, 0, 6),
+    ATT("decode q[1,2,2,5] kv[1,2,7,5] offset 5", T4(1, 2, 2, 5), T4(1, 2, 7, 5), T4(1, 2, 7, 5), NOPOS,
+        NOMASK, 0, 0, 5),
+    ATT("decode window 3 q[1,2,2,5] kv[1,1,7,5] offset 5", T4(1, 2, 2, 5), T4(1, 1, 7, 5), T4(1, 1, 7, 5),
+        NOPOS, NOMASK, 0, 3, 5),
     ATT("qpos tail q[2,2,3,5] kv[2,2,7,5]", T4(2, 2, 3, 5), T4(2, 2, 7, 5), T4(2, 2, 7, 5),
         POS(init_qpos_tail, 2, 3), NOMASK, 0, 0, 0),
     ATT("qpos scrambled in [-1,Tk] q[2,2,5,3] kv[2,2,7,3]", T4(2, 2, 5, 3), T4(2, 2, 7, 3), T4(2, 2, 7, 3),
@@ -126,12 +148,12 @@ const opcase opc_cases_attention[] = {
         MASK(init_kmask_leftpad, 2, 5), 0, 0, 0),
     ATT("kmask holes + qpos tail + window 4 GQA q[2,4,5,3] kv[2,2,7,3]", T4(2, 4, 5, 3), T4(2, 2, 7, 3),
         T4(2, 2, 7, 3), POS(init_qpos_tail, 2, 5), MASK(init_kmask_holes, 2, 7), 0, 4, 0),
-    ATT("transposed q[1,2,5,3]", T4L(OPC_TRANSPOSED, 1, 2, 5, 3), T4(1, 2, 5, 3), T4(1, 2, 5, 3), NOPOS, NOMASK,
-        0, 0, 0),
+    ATT("transposed q[1,2,5,3]", T4L(OPC_TRANSPOSED, 1, 2, 5, 3), T4(1, 2, 5, 3), T4(1, 2, 5, 3), NOPOS,
+        NOMASK, 0, 0, 0),
     ATT("sliced q,k, transposed v [2,2,7,5] GQA kv[2,1,7,5]", T4L(OPC_SLICED, 2, 2, 7, 5),
         T4L(OPC_SLICED, 2, 1, 7, 5), T4L(OPC_TRANSPOSED, 2, 1, 7, 5), NOPOS, NOMASK, 0, 0, 0),
-    ATT("D=1 q,kv[1,1,7,1]", T4R(-3, 3, 1, 1, 7, 1), T4R(-3, 3, 1, 1, 7, 1), T4(1, 1, 7, 1), NOPOS, NOMASK, 0, 0,
-        0),
+    ATT("D=1 q,kv[1,1,7,1]", T4R(-3, 3, 1, 1, 7, 1), T4R(-3, 3, 1, 1, 7, 1), T4(1, 1, 7, 1), NOPOS, NOMASK, 0,
+        0, 0),
     /* large enough that the kernels run on several threads */
     ATT("threaded q[2,4,24,16] kv[2,2,24,16] window 9 kmask", T4(2, 4, 24, 16), T4(2, 2, 24, 16),
         T4(2, 2, 24, 16), NOPOS, MASK(init_kmask_holes, 2, 24), 0, 9, 0),

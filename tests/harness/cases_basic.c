@@ -7,34 +7,55 @@
 
 /* Shape of input k padded on the left to 4 dims. */
 static void pad4(const opc_input *in, int64_t *n4) {
-    for (int i = 0; i < 4; i++) n4[i] = i < 4 - in->ndim ? 1 : in->shape[i - (4 - in->ndim)];
+    for (int i = 0; i < 4; i++)
+        n4[i] = i < 4 - in->ndim ? 1 : in->shape[i - (4 - in->ndim)];
 }
 
 /* Broadcast shape of inputs 0..n-1, padded to 4 dims. */
 static void bshape(const opcase *c, int n, int64_t *o4) {
-    for (int d = 0; d < 4; d++) o4[d] = 1;
+    for (int d = 0; d < 4; d++)
+        o4[d] = 1;
     for (int k = 0; k < n; k++) {
         int64_t s4[4];
         pad4(&c->in[k], s4);
         for (int d = 0; d < 4; d++)
-            if (s4[d] != 1) o4[d] = s4[d];
+            if (s4[d] != 1)
+                o4[d] = s4[d];
     }
 }
 
 /* Element of input k at broadcast index (a, b, c, d). */
-static double bget(const opcase *c, const double *const *in, int k, int64_t a, int64_t b, int64_t cc, int64_t d) {
+static double bget(const opcase *c, const double *const *in, int k, int64_t a, int64_t b, int64_t cc,
+                   int64_t d) {
     int64_t s4[4];
     pad4(&c->in[k], s4);
     int64_t i[4] = {a, b, cc, d};
     for (int j = 0; j < 4; j++)
-        if (s4[j] == 1) i[j] = 0;
+        if (s4[j] == 1)
+            i[j] = 0;
     return in[k][opc_idx4(s4, i[0], i[1], i[2], i[3])];
 }
 
 /* ---- elementwise ---- */
 
-enum { E_ADD, E_SUB, E_MUL, E_DIV, E_SCALE, E_EXP, E_LOG, E_SQRT, E_RSQRT, E_NEG, E_CLAMP, E_SILU, E_GELU, E_RELU,
-       E_LOGSIG, E_WHERE };
+enum {
+    E_ADD,
+    E_SUB,
+    E_MUL,
+    E_DIV,
+    E_SCALE,
+    E_EXP,
+    E_LOG,
+    E_SQRT,
+    E_RSQRT,
+    E_NEG,
+    E_CLAMP,
+    E_SILU,
+    E_GELU,
+    E_RELU,
+    E_LOGSIG,
+    E_WHERE
+};
 
 static double ew(const opcase *c, double a, double b, double cond) {
     switch (c->p.i[0]) {
@@ -101,25 +122,34 @@ static void init_away_from_bounds(const opcase *c, int idx, double *v, int64_t n
     for (int64_t i = 0; i < n; i++) {
         v[i] = -1.0 + 2.0 * (double)((i * 37 + 11) % 101) / 101.0;
         for (int b = 0; b < 2; b++)
-            if (fabs(v[i] - c->p.f[b]) < 0.01) v[i] += 0.02;
+            if (fabs(v[i] - c->p.f[b]) < 0.01)
+                v[i] += 0.02;
     }
 }
 
 /* A mask of 0/1 values for where(). */
 static void init_mask(const opcase *c, int idx, double *v, int64_t n) {
     (void)c, (void)idx;
-    for (int64_t i = 0; i < n; i++) v[i] = (i * 7 + 3) % 5 < 2;
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (i * 7 + 3) % 5 < 2;
 }
 
 #define F(...) __VA_ARGS__
-#define IN(nd, ...) {.ndim = nd, .shape = {__VA_ARGS__}, .grad = true}
-#define INR(lo_, hi_, nd, ...) {.ndim = nd, .shape = {__VA_ARGS__}, .grad = true, .lo = lo_, .hi = hi_}
-#define INL(layout_, nd, ...) {.ndim = nd, .shape = {__VA_ARGS__}, .grad = true, .layout = layout_}
-#define CASE(name, desc, nin, ins, prm, runf, reff, tol_, gtol)                                   \
-    {.op = name, .params = desc, .n_in = nin, .in = ins, .p = prm, .run = runf, .ref = reff, .tol = tol_, \
-     .grad_tol = gtol}
-#define EW1(name, code, desc, in0, ...) CASE(name, desc, 1, F({in0}), F({.i = {code}, __VA_ARGS__}), run_ew, ref_ew, 1e-6, 1e-3)
-#define EW2(name, code, desc, in0, in1) CASE(name, desc, 2, F({in0, in1}), {.i = {code}}, run_ew, ref_ew, 1e-6, 1e-3)
+#define IN(nd, ...) \
+    { .ndim = nd, .shape = {__VA_ARGS__}, .grad = true }
+#define INR(lo_, hi_, nd, ...) \
+    { .ndim = nd, .shape = {__VA_ARGS__}, .grad = true, .lo = lo_, .hi = hi_ }
+#define INL(layout_, nd, ...) \
+    { .ndim = nd, .shape = {__VA_ARGS__}, .grad = true, .layout = layout_ }
+#define CASE(name, desc, nin, ins, prm, runf, reff, tol_, gtol)                                              \
+    {                                                                                                        \
+        .op = name, .params = desc, .n_in = nin, .in = ins, .p = prm, .run = runf, .ref = reff, .tol = tol_, \
+        .grad_tol = gtol                                                                                     \
+    }
+#define EW1(name, code, desc, in0, ...) \
+    CASE(name, desc, 1, F({in0}), F({.i = {code}, __VA_ARGS__}), run_ew, ref_ew, 1e-6, 1e-3)
+#define EW2(name, code, desc, in0, in1) \
+    CASE(name, desc, 2, F({in0, in1}), {.i = {code}}, run_ew, ref_ew, 1e-6, 1e-3)
 
 /* ---- reductions ---- */
 
@@ -146,14 +176,17 @@ static void ref_reduce(const opcase *c, const double *const *in, double *out) {
     int kind = (int)c->p.i[0];
     if (kind == R_SUM_ALL || kind == R_MEAN_ALL || kind == R_SUMSQ_ALL) {
         double s = 0;
-        for (int64_t i = 0; i < n; i++) s += kind == R_SUMSQ_ALL ? in[0][i] * in[0][i] : in[0][i];
+        for (int64_t i = 0; i < n; i++)
+            s += kind == R_SUMSQ_ALL ? in[0][i] * in[0][i] : in[0][i];
         out[0] = kind == R_MEAN_ALL ? s / (double)n : s;
         return;
     }
     int axis = kind == R_MASKED ? x->ndim - 1 : (int)(c->p.i[1] < 0 ? c->p.i[1] + x->ndim : c->p.i[1]);
     int64_t outer = 1, len = x->shape[axis], inner = 1;
-    for (int i = 0; i < axis; i++) outer *= x->shape[i];
-    for (int i = axis + 1; i < x->ndim; i++) inner *= x->shape[i];
+    for (int i = 0; i < axis; i++)
+        outer *= x->shape[i];
+    for (int i = axis + 1; i < x->ndim; i++)
+        inner *= x->shape[i];
     for (int64_t o = 0; o < outer; o++)
         for (int64_t q = 0; q < inner; q++) {
             double s = 0;
@@ -166,7 +199,7 @@ static void ref_reduce(const opcase *c, const double *const *in, double *out) {
         }
 }
 
-#define RED(name, code, axis, keep, desc, in0)                                                     \
+#define RED(name, code, axis, keep, desc, in0) \
     CASE(name, desc, 1, F({in0}), F({.i = {code, axis, keep}}), run_reduce, ref_reduce, 1e-6, 1e-3)
 
 /* ---- matmul ---- */
@@ -183,7 +216,8 @@ static void ref_matmul(const opcase *c, const double *const *in, double *out) {
     int64_t m = ta ? a->shape[na - 1] : a->shape[na - 2], k = ta ? a->shape[na - 2] : a->shape[na - 1];
     int64_t n = tb ? b->shape[nb - 2] : b->shape[nb - 1];
     int64_t batch = 1;
-    for (int i = 0; i < na - 2; i++) batch *= a->shape[i];
+    for (int i = 0; i < na - 2; i++)
+        batch *= a->shape[i];
     for (int64_t z = 0; z < batch; z++) {
         const double *A = in[0] + z * m * k, *B = in[1] + (nb == 2 ? 0 : z * k * n);
         for (int64_t i = 0; i < m; i++)
@@ -196,7 +230,8 @@ static void ref_matmul(const opcase *c, const double *const *in, double *out) {
     }
 }
 
-#define MM(desc, ta, tb, in0, in1) CASE("matmul", desc, 2, F({in0, in1}), F({.i = {ta, tb}}), run_matmul, ref_matmul, 1e-5, 1e-3)
+#define MM(desc, ta, tb, in0, in1) \
+    CASE("matmul", desc, 2, F({in0, in1}), F({.i = {ta, tb}}), run_matmul, ref_matmul, 1e-5, 1e-3)
 
 /* ---- views and copies: the output is a contiguous copy of the view, so its values and the
  * gradient flowing back through the view are both checked ---- */
@@ -215,7 +250,8 @@ static spin_tensor *run_view(const opcase *c, spin_tensor *const *in) {
     case V_CONCAT: v = spin_concat(in, c->n_in, (int)q[0]); break;
     case V_SPLIT1: {
         spin_tensor *parts[3];
-        if (spin_split(in[0], (int)q[0], 3, (const int64_t[]){q[1], q[2], q[3]}, parts) != SPIN_OK) return NULL;
+        if (spin_split(in[0], (int)q[0], 3, (const int64_t[]){q[1], q[2], q[3]}, parts) != SPIN_OK)
+            return NULL;
         v = parts[1]; /* the other parts belong to the harness's scope */
         break;
     }
@@ -248,7 +284,9 @@ static double round_bf16(double x) {
     return f;
 }
 
-static double round_f16(double x) { return (double)(_Float16)(float)x; }
+static double round_f16(double x) {
+    return (double)(_Float16)(float)x;
+}
 
 static void ref_view(const opcase *c, const double *const *in, double *out) {
     const opc_input *x = &c->in[0];
@@ -261,17 +299,22 @@ static void ref_view(const opcase *c, const double *const *in, double *out) {
     case V_TRANSPOSE: {
         int nd = x->ndim, perm[4] = {0, 1, 2, 3};
         if (c->p.i[0] == V_PERMUTE)
-            for (int i = 0; i < nd; i++) perm[i] = (int)q[i];
+            for (int i = 0; i < nd; i++)
+                perm[i] = (int)q[i];
         else
             perm[q[0]] = (int)q[1], perm[q[1]] = (int)q[0];
         int64_t os[4], idx[4];
-        for (int i = 0; i < nd; i++) os[i] = x->shape[perm[i]];
+        for (int i = 0; i < nd; i++)
+            os[i] = x->shape[perm[i]];
         for (int64_t f = 0; f < n; f++) {
             int64_t r = f;
-            for (int i = nd - 1; i >= 0; i--) idx[i] = r % os[i], r /= os[i];
+            for (int i = nd - 1; i >= 0; i--)
+                idx[i] = r % os[i], r /= os[i];
             int64_t src = 0, xi[4];
-            for (int i = 0; i < nd; i++) xi[perm[i]] = idx[i];
-            for (int i = 0; i < nd; i++) src = src * x->shape[i] + xi[i];
+            for (int i = 0; i < nd; i++)
+                xi[perm[i]] = idx[i];
+            for (int i = 0; i < nd; i++)
+                src = src * x->shape[i] + xi[i];
             out[f] = in[0][src];
         }
         return;
@@ -295,7 +338,8 @@ static void ref_view(const opcase *c, const double *const *in, double *out) {
     case V_EXPAND: {
         int nd = (int)q[0];
         int64_t o4[4];
-        for (int i = 0; i < 4; i++) o4[i] = i < 4 - nd ? 1 : q[1 + i - (4 - nd)];
+        for (int i = 0; i < 4; i++)
+            o4[i] = i < 4 - nd ? 1 : q[1 + i - (4 - nd)];
         for (int64_t a = 0; a < o4[0]; a++)
             for (int64_t b = 0; b < o4[1]; b++)
                 for (int64_t cc = 0; cc < o4[2]; cc++)
@@ -329,7 +373,8 @@ static void ref_view(const opcase *c, const double *const *in, double *out) {
         return;
     }
     case V_CAST_RT:
-        for (int64_t i = 0; i < n; i++) out[i] = q[0] == SPIN_BF16 ? round_bf16(in[0][i]) : round_f16(in[0][i]);
+        for (int64_t i = 0; i < n; i++)
+            out[i] = q[0] == SPIN_BF16 ? round_bf16(in[0][i]) : round_f16(in[0][i]);
         return;
     case V_COPY_INTO: {
         int64_t row = n / x->shape[0], m = opc_numel(&c->in[1]);
@@ -340,7 +385,8 @@ static void ref_view(const opcase *c, const double *const *in, double *out) {
     }
 }
 
-#define VW(name, code, desc, nin, ins, ...) CASE(name, desc, nin, F(ins), F({.i = {code, __VA_ARGS__}}), run_view, ref_view, 1e-7, 1e-4)
+#define VW(name, code, desc, nin, ins, ...) \
+    CASE(name, desc, nin, F(ins), F({.i = {code, __VA_ARGS__}}), run_view, ref_view, 1e-7, 1e-4)
 
 /* ---- a composite graph: y[n] = sum_j logsigmoid((gelu(x w1 + b1) w2)[n, j]) ----
  * Gradients flow through matmul, broadcast add, gelu, a second matmul, logsigmoid and sum. */
@@ -356,12 +402,14 @@ static void ref_composite(const opcase *c, const double *const *in, double *out)
         double h[16], acc = 0;
         for (int64_t j = 0; j < hd; j++) {
             double z = in[2][j];
-            for (int64_t q = 0; q < k; q++) z += in[0][r * k + q] * in[1][q * hd + j];
+            for (int64_t q = 0; q < k; q++)
+                z += in[0][r * k + q] * in[1][q * hd + j];
             h[j] = 0.5 * z * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (z + 0.044715 * z * z * z)));
         }
         for (int64_t j = 0; j < m; j++) {
             double z = 0;
-            for (int64_t q = 0; q < hd; q++) z += h[q] * in[3][q * m + j];
+            for (int64_t q = 0; q < hd; q++)
+                z += h[q] * in[3][q * m + j];
             acc += -log1p(exp(-z));
         }
         out[r] = acc;
@@ -370,29 +418,33 @@ static void ref_composite(const opcase *c, const double *const *in, double *out)
 
 const opcase opc_cases_basic[] = {
     CASE("composite", "sum(logsigmoid(gelu(x[5,7] w1[7,13] + b1) w2[13,3]))", 4,
-         F({IN(2, 5, 7), IN(2, 7, 13), IN(1, 13), IN(2, 13, 3)}), {.i = {0}}, run_composite, ref_composite, 1e-6,
-         1e-3),
+         F({IN(2, 5, 7), IN(2, 7, 13), IN(1, 13), IN(2, 13, 3)}), {.i = {0}}, run_composite, ref_composite,
+         1e-6, 1e-3),
     EW2("add", E_ADD, "[5,7]+[5,7]", IN(2, 5, 7), IN(2, 5, 7)),
     EW2("add", E_ADD, "broadcast [3,1,5]+[7,1]", IN(3, 3, 1, 5), IN(2, 7, 1)),
     EW2("add", E_ADD, "transposed [13,5]+sliced [5]", INL(OPC_TRANSPOSED, 2, 13, 5), INL(OPC_SLICED, 1, 5)),
     EW2("sub", E_SUB, "broadcast [2,3,5,7]-[5,1]", IN(4, 2, 3, 5, 7), IN(2, 5, 1)),
     EW2("mul", E_MUL, "broadcast [7,13]*[13]", IN(2, 7, 13), IN(1, 13)),
-    EW2("mul", E_MUL, "sliced [3,7]*transposed [3,7]", INL(OPC_SLICED, 2, 3, 7), INL(OPC_TRANSPOSED, 2, 3, 7)),
+    EW2("mul", E_MUL, "sliced [3,7]*transposed [3,7]", INL(OPC_SLICED, 2, 3, 7),
+        INL(OPC_TRANSPOSED, 2, 3, 7)),
     EW2("div", E_DIV, "broadcast [5,7]/[7] (b in [0.5,2])", IN(2, 5, 7), INR(0.5f, 2.0f, 1, 7)),
     EW2("div", E_DIV, "scalar [3,5]/[]", IN(2, 3, 5), INR(0.5f, 2.0f, 0, 0)),
     EW1("scale", E_SCALE, "[5,7] 2.5x-0.75", IN(2, 5, 7), .f = {2.5f, -0.75f}),
     EW1("exp", E_EXP, "[3,13]", IN(2, 3, 13)),
     EW1("log", E_LOG, "[3,13] in [0.2,3]", INR(0.2f, 3.0f, 2, 3, 13)),
     EW1("sqrt", E_SQRT, "[7,5] in [0.2,3]", INR(0.2f, 3.0f, 2, 7, 5)),
-    EW1("rsqrt", E_RSQRT, "[7,5] in [0.2,3] transposed", F({.ndim = 2, .shape = {7, 5}, .grad = true, .lo = 0.2f, .hi = 3.0f, .layout = OPC_TRANSPOSED})),
+    EW1("rsqrt", E_RSQRT, "[7,5] in [0.2,3] transposed",
+        F({.ndim = 2, .shape = {7, 5}, .grad = true, .lo = 0.2f, .hi = 3.0f, .layout = OPC_TRANSPOSED})),
     EW1("neg", E_NEG, "[5,3,7] sliced", INL(OPC_SLICED, 3, 5, 3, 7)),
-    EW1("clamp", E_CLAMP, "[7,13] to [-0.5,0.3]", F({.ndim = 2, .shape = {7, 13}, .grad = true, .init = init_away_from_bounds}), .f = {-0.5f, 0.3f}),
+    EW1("clamp", E_CLAMP, "[7,13] to [-0.5,0.3]",
+        F({.ndim = 2, .shape = {7, 13}, .grad = true, .init = init_away_from_bounds}), .f = {-0.5f, 0.3f}),
     EW1("silu", E_SILU, "[5,13] in [-4,4]", INR(-4.0f, 4.0f, 2, 5, 13)),
     EW1("gelu", E_GELU, "[5,13] in [-4,4]", INR(-4.0f, 4.0f, 2, 5, 13)),
     EW1("relu", E_RELU, "[7,13]", IN(2, 7, 13)),
     EW1("logsigmoid", E_LOGSIG, "[7,13] in [-20,20]", INR(-20.0f, 20.0f, 2, 7, 13)),
-    CASE("where", "cond[5,1] ? a[5,7] : b[7]", 3, F({{.ndim = 2, .shape = {5, 1}, .init = init_mask}, IN(2, 5, 7), IN(1, 7)}),
-         {.i = {E_WHERE}}, run_ew, ref_ew, 1e-7, 1e-4),
+    CASE("where", "cond[5,1] ? a[5,7] : b[7]", 3,
+         F({{.ndim = 2, .shape = {5, 1}, .init = init_mask}, IN(2, 5, 7), IN(1, 7)}), {.i = {E_WHERE}},
+         run_ew, ref_ew, 1e-7, 1e-4),
     RED("sum", R_SUM, 1, 0, "[5,7,3] axis 1", IN(3, 5, 7, 3)),
     RED("sum", R_SUM, -1, 1, "[7,13] axis -1 keepdim transposed", INL(OPC_TRANSPOSED, 2, 7, 13)),
     RED("sum", R_SUM, 0, 0, "[13,5] axis 0 sliced", INL(OPC_SLICED, 2, 13, 5)),
@@ -401,8 +453,9 @@ const opcase opc_cases_basic[] = {
     RED("mean_all", R_MEAN_ALL, 0, 0, "[7,13] transposed", INL(OPC_TRANSPOSED, 2, 7, 13)),
     RED("sumsq", R_SUMSQ, 1, 0, "[5,13] axis 1", IN(2, 5, 13)),
     RED("sumsq_all", R_SUMSQ_ALL, 0, 0, "[3,7,5]", IN(3, 3, 7, 5)),
-    CASE("masked_sum", "x[3,13] mask[3,13]", 2, F({IN(2, 3, 13), {.ndim = 2, .shape = {3, 13}, .init = init_mask}}),
-         {.i = {R_MASKED}}, run_reduce, ref_reduce, 1e-6, 1e-3),
+    CASE("masked_sum", "x[3,13] mask[3,13]", 2,
+         F({IN(2, 3, 13), {.ndim = 2, .shape = {3, 13}, .init = init_mask}}), {.i = {R_MASKED}}, run_reduce,
+         ref_reduce, 1e-6, 1e-3),
     MM("[5,7]@[7,3]", 0, 0, IN(2, 5, 7), IN(2, 7, 3)),
     MM("[13,5]^T@[13,7]", 1, 0, IN(2, 13, 5), IN(2, 13, 7)),
     MM("[5,13]@[7,13]^T", 0, 1, IN(2, 5, 13), IN(2, 7, 13)),
@@ -427,7 +480,8 @@ const opcase opc_cases_basic[] = {
          F({.i = {V_CAST_RT, SPIN_BF16}}), run_view, ref_view, 0, 0),
     CASE("cast", "[5,7] f32->f16->f32", 1, F({{.ndim = 2, .shape = {5, 7}, .lo = -3, .hi = 3}}),
          F({.i = {V_CAST_RT, SPIN_F16}}), run_view, ref_view, 0, 0),
-    CASE("copy_into", "rows [2,5) of [7,3] (KV-cache write)", 2, F({{.ndim = 2, .shape = {7, 3}}, {.ndim = 2, .shape = {3, 3}}}),
-         F({.i = {V_COPY_INTO, 2}}), run_view, ref_view, 0, 0),
+    CASE("copy_into", "rows [2,5) of [7,3] (KV-cache write)", 2,
+         F({{.ndim = 2, .shape = {7, 3}}, {.ndim = 2, .shape = {3, 3}}}), F({.i = {V_COPY_INTO, 2}}),
+         run_view, ref_view, 0, 0),
 };
 const int opc_n_basic = sizeof opc_cases_basic / sizeof opc_cases_basic[0];

@@ -13,12 +13,14 @@
 
 int64_t opc_numel(const opc_input *in) {
     int64_t n = 1;
-    for (int i = 0; i < in->ndim; i++) n *= in->shape[i];
+    for (int i = 0; i < in->ndim; i++)
+        n *= in->shape[i];
     return n;
 }
 
 static uint64_t hash_str(uint64_t h, const char *s) {
-    for (; s && *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; s && *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
@@ -36,13 +38,15 @@ static void make_values(const opcase *c, int idx, double *v, int64_t n) {
     } else {
         uint64_t seed = hash_str(hash_str(14695981039346656037ull, c->op), c->params) + (uint64_t)idx;
         float lo = in->lo, hi = in->hi;
-        if (lo == 0 && hi == 0) lo = -1, hi = 1;
+        if (lo == 0 && hi == 0)
+            lo = -1, hi = 1;
         for (int64_t i = 0; i < n; i++) {
             double u = spin_rng_uniform(seed, (uint64_t)i);
             v[i] = in->dtype == SPIN_I32 ? floor(lo + u * (hi - lo)) : lo + u * (hi - lo);
         }
     }
-    for (int64_t i = 0; i < n; i++) v[i] = (double)(float)v[i];
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (double)(float)v[i];
 }
 
 /* Creates input idx on dev with the requested layout. */
@@ -52,7 +56,8 @@ static spin_tensor *make_input(spin_device *dev, const opcase *c, int idx, const
     memcpy(sh, in->shape, sizeof sh);
     spin_scope_manual_begin();
     float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
-    for (int64_t i = 0; i < n; i++) f[i] = (float)v[i];
+    for (int64_t i = 0; i < n; i++)
+        f[i] = (float)v[i];
     spin_tensor *base = NULL, *t = NULL;
     int nd = in->ndim;
     if (in->layout == OPC_TRANSPOSED && nd >= 2) {
@@ -73,7 +78,8 @@ static spin_tensor *make_input(spin_device *dev, const opcase *c, int idx, const
         bs[nd - 1] += 5;
         base = spin_tensor_new(dev, in->dtype, nd, bs);
         float *nanfill = malloc((size_t)spin_tensor_numel(base) * sizeof *nanfill);
-        for (int64_t i = 0; i < spin_tensor_numel(base); i++) nanfill[i] = NAN; /* must not be read */
+        for (int64_t i = 0; i < spin_tensor_numel(base); i++)
+            nanfill[i] = NAN; /* must not be read */
         spin_tensor_write_f32(base, nanfill, spin_tensor_numel(base));
         free(nanfill);
         t = spin_tensor_view_of(base, nd, sh, spin_tensor_strides(base), 2);
@@ -89,7 +95,8 @@ static spin_tensor *make_input(spin_device *dev, const opcase *c, int idx, const
 
 static double norm2(const double *a, int64_t n) {
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * a[i];
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * a[i];
     return sqrt(s);
 }
 
@@ -100,7 +107,8 @@ static double nerr(const double *got, const double *want, int64_t n, int64_t *wo
     for (int64_t i = 0; i < n; i++) {
         double e = got[i] - want[i];
         d += e * e;
-        if (fabs(e) > w) w = fabs(e), *worst = i;
+        if (fabs(e) > w)
+            w = fabs(e), *worst = i;
     }
     double r = norm2(want, n);
     return r > 1e-30 ? sqrt(d) / r : sqrt(d);
@@ -117,7 +125,8 @@ typedef struct {
 static double loss_at(fd_ctx *f) {
     f->c->ref(f->c, (const double *const *)f->in, f->tmp);
     double s = 0;
-    for (int64_t i = 0; i < f->out_n; i++) s += f->dy[i] * f->tmp[i];
+    for (int64_t i = 0; i < f->out_n; i++)
+        s += f->dy[i] * f->tmp[i];
     return s;
 }
 
@@ -127,12 +136,14 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
     double *vals[8] = {0};
     spin_tensor *tin[8] = {0};
     for (int i = 0; i < c->n_in; i++) {
-        if (c->in[i].absent) continue;
+        if (c->in[i].absent)
+            continue;
         int64_t n = opc_numel(&c->in[i]);
         vals[i] = malloc((size_t)(n ? n : 1) * sizeof(double));
         make_values(c, i, vals[i], n);
         tin[i] = make_input(dev, c, i, vals[i]);
-        if (c->in[i].grad) spin_tensor_set_requires_grad(tin[i], true);
+        if (c->in[i].grad)
+            spin_tensor_set_requires_grad(tin[i], true);
     }
     double t0 = now();
     spin_tensor *out = c->run(c, tin);
@@ -147,7 +158,8 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
     }
     int64_t on = spin_tensor_numel(out);
     float *of = malloc((size_t)(on ? on : 1) * sizeof *of);
-    double *got = malloc((size_t)(on ? on : 1) * sizeof *got), *want = calloc((size_t)(on ? on : 1), sizeof *want);
+    double *got = malloc((size_t)(on ? on : 1) * sizeof *got),
+           *want = calloc((size_t)(on ? on : 1), sizeof *want);
     if (spin_tensor_read_f32(out, of, on) != SPIN_OK) {
         snprintf(r.msg, sizeof r.msg, "%s %s: read failed: %s", c->op, c->params, spin_last_error());
         free(of), free(got), free(want);
@@ -158,27 +170,30 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
     for (int64_t i = 0; i < on && ok; i++) {
         got[i] = of[i];
         if (isfinite(want[i]) && !isfinite(got[i])) {
-            snprintf(r.msg, sizeof r.msg, "%s %s: output[%lld] = %g where the reference is %g", c->op, c->params,
-                     (long long)i, got[i], want[i]);
+            snprintf(r.msg, sizeof r.msg, "%s %s: output[%lld] = %g where the reference is %g", c->op,
+                     c->params, (long long)i, got[i], want[i]);
             ok = false;
         }
     }
-    for (int64_t i = on; i-- > 0;) got[i] = of[i];
+    for (int64_t i = on; i-- > 0;)
+        got[i] = of[i];
     free(of);
     int64_t worst = 0;
     if (ok) {
         if (c->exact) {
             for (int64_t i = 0; i < on; i++)
                 if (got[i] != want[i]) {
-                    snprintf(r.msg, sizeof r.msg, "%s %s: output[%lld] = %g, reference %g (exact match required)",
-                             c->op, c->params, (long long)i, got[i], want[i]);
+                    snprintf(r.msg, sizeof r.msg,
+                             "%s %s: output[%lld] = %g, reference %g (exact match required)", c->op,
+                             c->params, (long long)i, got[i], want[i]);
                     ok = false;
                     break;
                 }
         } else {
             /* -inf in both (e.g. masked log-probs) counts as equal */
             for (int64_t i = 0; i < on; i++)
-                if (isinf(want[i]) && got[i] == want[i]) got[i] = want[i] = 0;
+                if (isinf(want[i]) && got[i] == want[i])
+                    got[i] = want[i] = 0;
             r.fwd_err = nerr(got, want, on, &worst);
             if (!(r.fwd_err <= c->tol)) {
                 snprintf(r.msg, sizeof r.msg,
@@ -192,7 +207,8 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
         double *dy = malloc((size_t)(on ? on : 1) * sizeof *dy);
         float *dyf = malloc((size_t)(on ? on : 1) * sizeof *dyf);
         uint64_t seed = hash_str(hash_str(99, c->op), c->params);
-        for (int64_t i = 0; i < on; i++) dy[i] = dyf[i] = (float)(2.0 * spin_rng_uniform(seed, (uint64_t)i) - 1.0);
+        for (int64_t i = 0; i < on; i++)
+            dy[i] = dyf[i] = (float)(2.0 * spin_rng_uniform(seed, (uint64_t)i) - 1.0);
         spin_tensor *seed_t = spin_tensor_new(dev, SPIN_F32, spin_tensor_ndim(out), spin_tensor_shape(out));
         spin_tensor_write_f32(seed_t, dyf, on);
         free(dyf);
@@ -203,7 +219,8 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
         fd_ctx f = {c, vals, on, dy, malloc((size_t)(on ? on : 1) * sizeof(double))};
         double eps = c->eps > 0 ? c->eps : 1e-3;
         for (int i = 0; i < c->n_in && ok; i++) {
-            if (!c->in[i].grad || !tin[i]) continue;
+            if (!c->in[i].grad || !tin[i])
+                continue;
             spin_tensor *g = spin_tensor_grad(tin[i]);
             int64_t n = opc_numel(&c->in[i]);
             if (!g) {
@@ -218,7 +235,8 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
             int64_t *at = malloc((size_t)m * sizeof *at);
             for (int64_t s = 0; s < m; s++) {
                 int64_t j = n <= MAX_FD_ELEMS ? s : (s * n) / m + (s % 3); /* spread, not aligned */
-                if (j >= n) j = n - 1;
+                if (j >= n)
+                    j = n - 1;
                 at[s] = j;
                 double x0 = vals[i][j];
                 vals[i][j] = x0 + eps;
@@ -231,7 +249,8 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
             }
             int64_t w;
             double e = nerr(ga, gn, m, &w);
-            if (e > r.grad_err) r.grad_err = e;
+            if (e > r.grad_err)
+                r.grad_err = e;
             if (!(e <= c->grad_tol)) {
                 snprintf(r.msg, sizeof r.msg,
                          "%s %s: gradient of input %d: error %.3g > %.3g; worst element %lld: analytic %.8g, "
@@ -254,7 +273,8 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
     r.passed = ok;
 done:
     spin_scope_end();
-    for (int i = 0; i < c->n_in; i++) free(vals[i]);
+    for (int i = 0; i < c->n_in; i++)
+        free(vals[i]);
     return r;
 }
 
@@ -271,13 +291,15 @@ static const family families[] = {
 
 int opc_case_count(void) {
     int n = 0;
-    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) n += *families[f].n;
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++)
+        n += *families[f].n;
     return n;
 }
 
 const opcase *opc_case_at(int i) {
     for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
-        if (i < *families[f].n) return &families[f].cases[i];
+        if (i < *families[f].n)
+            return &families[f].cases[i];
         i -= *families[f].n;
     }
     return NULL;

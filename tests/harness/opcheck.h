@@ -9,9 +9,9 @@
 #include "ops/ops.h"
 
 typedef enum {
-    OPC_CONTIG = 0,  /* a plain contiguous tensor */
-    OPC_TRANSPOSED,  /* a transposed view of a tensor stored with the last two dims swapped */
-    OPC_SLICED,      /* a narrow view into a tensor whose last dim is 5 wider */
+    OPC_CONTIG = 0, /* a plain contiguous tensor */
+    OPC_TRANSPOSED, /* a transposed view of a tensor stored with the last two dims swapped */
+    OPC_SLICED,     /* a narrow view into a tensor whose last dim is 5 wider */
 } opc_layout;
 
 typedef struct opcase opcase;
@@ -23,7 +23,7 @@ typedef struct {
     float lo, hi;     /* uniform range; I32 draws integers in [lo, hi). lo == hi == 0: [-1, 1) */
     bool grad;        /* checked against numerical gradients */
     opc_layout layout;
-    bool absent;      /* optional input passed as NULL */
+    bool absent; /* optional input passed as NULL */
     /* Fills the n values of input `idx` (instead of the uniform draw), e.g. positions, masks. */
     void (*init)(const opcase *c, int idx, double *vals, int64_t n);
 } opc_input;
@@ -63,8 +63,8 @@ int opc_case_count(void);
  * opc_n_<name>; the build lists the files present in OPC_FAMILIES (opc_families.h). */
 #include "opc_families.h"
 
-#define OPC_DECLARE_(name)                                                                         \
-    extern const opcase opc_cases_##name[];                                                        \
+#define OPC_DECLARE_(name)                  \
+    extern const opcase opc_cases_##name[]; \
     extern const int opc_n_##name;
 OPC_FAMILIES(OPC_DECLARE_)
 #undef OPC_DECLARE_

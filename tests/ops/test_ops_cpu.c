@@ -16,8 +16,10 @@ static spin_device *dev;
 static void run_case(void **state) {
     const opcase *c = *state;
     opc_result r = opc_check(dev, c);
-    if (r.skipped) skip();
-    if (!r.passed) fail_msg("%s", r.msg);
+    if (r.skipped)
+        skip();
+    if (!r.passed)
+        fail_msg("%s", r.msg);
 }
 
 int main(void) {
@@ -28,7 +30,7 @@ int main(void) {
     }
     int n = opc_case_count();
     struct CMUnitTest *tests = calloc((size_t)n, sizeof *tests);
-    char (*names)[160] = calloc((size_t)n, sizeof *names);
+    char(*names)[160] = calloc((size_t)n, sizeof *names);
     for (int i = 0; i < n; i++) {
         const opcase *c = opc_case_at(i);
         snprintf(names[i], sizeof names[i], "%s %s", c->op, c->params);

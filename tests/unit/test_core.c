@@ -19,7 +19,9 @@
 
 static spin_device *cpu;
 
-static spin_tensor *vec(const float *v, int64_t n) { return spin_from_host(cpu, SPIN_F32, 1, &n, v); }
+static spin_tensor *vec(const float *v, int64_t n) {
+    return spin_from_host(cpu, SPIN_F32, 1, &n, v);
+}
 
 static void test_dtype_roundtrip(void **state) {
     (void)state;
@@ -60,8 +62,10 @@ static void test_rng_is_counter_based(void **state) {
     spin_tensor_read_f32(b, vb + h, rest);
     assert_memory_equal(va, vb, sizeof va);
     double mean = 0, var = 0;
-    for (int i = 0; i < n; i++) mean += va[i] / n;
-    for (int i = 0; i < n; i++) var += (va[i] - mean) * (va[i] - mean) / n;
+    for (int i = 0; i < n; i++)
+        mean += va[i] / n;
+    for (int i = 0; i < n; i++)
+        var += (va[i] - mean) * (va[i] - mean) / n;
     assert_true(fabs(mean) < 0.1 && fabs(var - 1) < 0.15);
     spin_scope_end();
 }
@@ -125,7 +129,8 @@ static void test_steady_state_makes_no_raw_allocations(void **state) {
         assert_int_equal(spin_backward(loss), SPIN_OK);
         spin_tensor_zero_grad(w);
         spin_scope_end();
-        if (step == 1) s0 = spin_device_alloc_stats(cpu);
+        if (step == 1)
+            s0 = spin_device_alloc_stats(cpu);
     }
     spin_alloc_stats s1 = spin_device_alloc_stats(cpu);
     assert_int_equal(s1.raw_allocs, s0.raw_allocs);
@@ -225,7 +230,8 @@ static void test_checkpoint_recompute_matches(void **state) {
             y = block(&c, &x, 1);
             spin_scope_manual_end();
             spin_scope_adopt(y);
-        } else y = spin_checkpoint(block, &c, sizeof c, 1, &x);
+        } else
+            y = spin_checkpoint(block, &c, sizeof c, 1, &x);
         y = spin_scope_keep(y);
         spin_scope_end();
         assert_int_equal(block_calls, 1);
@@ -243,14 +249,16 @@ static void test_checkpoint_recompute_matches(void **state) {
 
 /* ---- a backend that only knows FILL, COPY and ADD: everything else falls back to the CPU ---- */
 
-static int fake_count(void) { return 1; }
+static int fake_count(void) {
+    return 1;
+}
 static spin_status fake_open(spin_device *d, int i) {
     (void)i;
     snprintf(d->name, sizeof d->name, "fake:0");
     return SPIN_OK;
 }
-static bool fake_supports(spin_device *d, spin_kernel k, const spin_dtype *in, int n_in, const spin_dtype *out,
-                          int n_out) {
+static bool fake_supports(spin_device *d, spin_kernel k, const spin_dtype *in, int n_in,
+                          const spin_dtype *out, int n_out) {
     (void)d, (void)in, (void)n_in, (void)out, (void)n_out;
     return k == SPIN_K_FILL || k == SPIN_K_COPY || k == SPIN_K_ADD;
 }

@@ -36,7 +36,8 @@ static void test_mlp_learns(void **state) {
     enum { N = 64, H = 32 };
     float xs[N * 3], ys[N];
     for (int i = 0; i < N; i++) {
-        for (int j = 0; j < 3; j++) xs[i * 3 + j] = (float)(((i * 7 + j * 13) % 17) / 8.5 - 1.0);
+        for (int j = 0; j < 3; j++)
+            xs[i * 3 + j] = (float)(((i * 7 + j * 13) % 17) / 8.5 - 1.0);
         ys[i] = sinf(2 * xs[i * 3]) + xs[i * 3 + 1] * xs[i * 3 + 2];
     }
     spin_tensor *x = spin_from_host(dev, SPIN_F32, 2, (int64_t[]){N, 3}, xs);
@@ -52,13 +53,15 @@ static void test_mlp_learns(void **state) {
         spin_tensor *loss = spin_mean_all(spin_mul(err, err));
         assert_int_equal(spin_backward(loss), SPIN_OK);
         last = read1(loss);
-        if (step == 0) first = last;
+        if (step == 0)
+            first = last;
         spin_scope_end();
         assert_int_equal(spin_sgd_step(ps, 3, 0.1f), SPIN_OK);
     }
     printf("    mlp: loss %.4f -> %.4f\n", first, last);
     assert_true(last < 0.05f * first);
-    for (int i = 0; i < 3; i++) spin_tensor_release(ps[i]);
+    for (int i = 0; i < 3; i++)
+        spin_tensor_release(ps[i]);
     spin_tensor_release(x);
     spin_tensor_release(y);
 }
@@ -67,9 +70,15 @@ static void test_mlp_learns(void **state) {
  * continue two periodic sequences over the same tokens, 1 2 3 1 2 3 .. and 1 3 2 1 3 2 ..: the
  * token after a 1 is only known from earlier context, so the loss can only reach ~0 through
  * attention. */
-static const spin_tiny_lm_config tiny_cfg = {
-    .vocab = 11, .dim = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 4, .ffn = 32,
-    .rope_theta = 10000.0f, .norm_eps = 1e-5f};
+static const spin_tiny_lm_config tiny_cfg = {.vocab = 11,
+                                             .dim = 64,
+                                             .n_layers = 2,
+                                             .n_heads = 4,
+                                             .n_kv_heads = 2,
+                                             .head_dim = 4,
+                                             .ffn = 32,
+                                             .rope_theta = 10000.0f,
+                                             .norm_eps = 1e-5f};
 
 enum { B = 2, T = 12 };
 
@@ -99,7 +108,8 @@ static void test_tiny_transformer_learns(void **state) {
         assert_non_null(loss);
         assert_int_equal(spin_backward(loss), SPIN_OK);
         last = read1(loss);
-        if (step == 0) first = last;
+        if (step == 0)
+            first = last;
         spin_scope_end();
         assert_int_equal(spin_sgd_step(m.params, m.n_params, 0.5f), SPIN_OK);
     }
@@ -130,12 +140,14 @@ static void test_recompute_is_exact(void **state) {
         loss[mode] = read1(l);
         spin_scope_end();
         total = 0;
-        for (int i = 0; i < m.n_params; i++) total += spin_tensor_numel(m.params[i]);
+        for (int i = 0; i < m.n_params; i++)
+            total += spin_tensor_numel(m.params[i]);
         grads[mode] = malloc((size_t)total * sizeof(float));
         int64_t off = 0;
         for (int i = 0; i < m.n_params; i++) {
             int64_t n = spin_tensor_numel(m.params[i]);
-            assert_int_equal(spin_tensor_read_f32(spin_tensor_grad(m.params[i]), grads[mode] + off, n), SPIN_OK);
+            assert_int_equal(spin_tensor_read_f32(spin_tensor_grad(m.params[i]), grads[mode] + off, n),
+                             SPIN_OK);
             off += n;
         }
         spin_tiny_lm_free(&m);

@@ -29,7 +29,8 @@ static double now(void) {
 
 static char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap);
     while (buf && (n += fread(buf + n, 1, cap - n, f)) == cap) {
@@ -74,36 +75,49 @@ int cmd_demo(int argc, char **argv) {
             fprintf(stderr, "spin demo: cannot read %s\n", text_path);
             return 1;
         }
-        if (len > 200000) len = 200000;
+        if (len > 200000)
+            len = 200000;
     }
     if (len < (size_t)seq + 2) {
-        fprintf(stderr, "spin demo: %s has %zu bytes; need at least %d\n", text_path ? text_path : "text", len, seq + 2);
+        fprintf(stderr, "spin demo: %s has %zu bytes; need at least %d\n", text_path ? text_path : "text",
+                len, seq + 2);
         return 1;
     }
     /* vocabulary: the bytes that occur */
     int32_t to_id[256];
     unsigned char to_byte[256];
     int vocab = 0;
-    for (int b = 0; b < 256; b++) to_id[b] = -1;
-    for (size_t i = 0; i < len; i++) to_id[(unsigned char)text[i]] = 0;
     for (int b = 0; b < 256; b++)
-        if (to_id[b] == 0) to_byte[vocab] = (unsigned char)b, to_id[b] = vocab++;
+        to_id[b] = -1;
+    for (size_t i = 0; i < len; i++)
+        to_id[(unsigned char)text[i]] = 0;
+    for (int b = 0; b < 256; b++)
+        if (to_id[b] == 0)
+            to_byte[vocab] = (unsigned char)b, to_id[b] = vocab++;
 
     spin_device *dev = spin_init();
     if (!dev) {
         fprintf(stderr, "spin demo: %s\n", spin_last_error());
         return 1;
     }
-    spin_tiny_lm_config cfg = {.vocab = vocab, .dim = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                               .head_dim = 16, .ffn = 128, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
+    spin_tiny_lm_config cfg = {.vocab = vocab,
+                               .dim = 64,
+                               .n_layers = 2,
+                               .n_heads = 4,
+                               .n_kv_heads = 2,
+                               .head_dim = 16,
+                               .ffn = 128,
+                               .rope_theta = 10000.0f,
+                               .norm_eps = 1e-5f};
     spin_tiny_lm m;
     if (spin_tiny_lm_init(&m, dev, &cfg, 1234) != SPIN_OK) {
         fprintf(stderr, "spin demo: %s\n", spin_last_error());
         return 1;
     }
-    printf("demo: %zu bytes of text, vocabulary %d, model dim %d x %d layers, batch %d x %d, device %s\n", len,
-           vocab, cfg.dim, cfg.n_layers, batch, seq, dev->name);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(batch * seq)), *tg = malloc(sizeof(int32_t) * (size_t)(batch * seq));
+    printf("demo: %zu bytes of text, vocabulary %d, model dim %d x %d layers, batch %d x %d, device %s\n",
+           len, vocab, cfg.dim, cfg.n_layers, batch, seq, dev->name);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(batch * seq)),
+            *tg = malloc(sizeof(int32_t) * (size_t)(batch * seq));
     spin_rng rng = {.seed = 99};
     double t0 = now();
     float loss_v = NAN, first = NAN;
@@ -120,14 +134,17 @@ int cmd_demo(int argc, char **argv) {
         spin_tensor *ttg = spin_from_host(dev, SPIN_I32, 1, (int64_t[]){batch * seq}, tg);
         spin_tensor *loss = spin_tiny_lm_loss(&m, tid, ttg);
         spin_status s = loss ? spin_backward(loss) : SPIN_ERR_INVALID;
-        if (s == SPIN_OK) s = spin_tensor_read_f32(loss, &loss_v, 1);
+        if (s == SPIN_OK)
+            s = spin_tensor_read_f32(loss, &loss_v, 1);
         spin_scope_end();
-        if (s == SPIN_OK) s = spin_sgd_step(m.params, m.n_params, lr);
+        if (s == SPIN_OK)
+            s = spin_sgd_step(m.params, m.n_params, lr);
         if (s != SPIN_OK) {
             fprintf(stderr, "spin demo: step %d: %s\n", step, spin_last_error());
             return 1;
         }
-        if (step == 1) first = loss_v;
+        if (step == 1)
+            first = loss_v;
         if (step == 1 || step % 25 == 0 || step == steps)
             printf("step %4d  loss %.4f  %.1f tokens/s\n", step, loss_v,
                    (double)step * batch * seq / (now() - t0));
@@ -135,18 +152,21 @@ int cmd_demo(int argc, char **argv) {
     printf("loss %.4f -> %.4f (a uniform guess is %.4f)\n", first, loss_v, log((double)vocab));
     int total = 120, n = 12;
     int32_t *gen = malloc(sizeof(int32_t) * (size_t)total);
-    for (int i = 0; i < n; i++) gen[i] = to_id[(unsigned char)text[i]];
+    for (int i = 0; i < n; i++)
+        gen[i] = to_id[(unsigned char)text[i]];
     if (spin_tiny_lm_greedy(&m, gen, n, total) != SPIN_OK) {
         fprintf(stderr, "spin demo: generation: %s\n", spin_last_error());
         return 1;
     }
     printf("greedy continuation of \"%.*s\":\n  ", n, text);
-    for (int i = 0; i < total; i++) putchar(to_byte[gen[i]]);
+    for (int i = 0; i < total; i++)
+        putchar(to_byte[gen[i]]);
     putchar('\n');
     free(gen);
     free(ids);
     free(tg);
     spin_tiny_lm_free(&m);
-    if (text != builtin_text) free(text);
+    if (text != builtin_text)
+        free(text);
     return 0;
 }

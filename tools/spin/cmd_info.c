@@ -15,15 +15,16 @@ int cmd_info(int argc, char **argv) {
     }
     spin_device *def = spin_init();
     printf("spin %s (commit %s)\n", SPIN_VERSION, SPIN_GIT_COMMIT);
-    printf("build:\n  type %s, compiler %s, sanitizers %s\n  accelerator backend (-DBACKEND): %s\n", SPIN_BUILD_TYPE,
-           SPIN_C_COMPILER, SPIN_SANITIZE_ON ? "on" : "off", spin_build_backend());
+    printf("build:\n  type %s, compiler %s, sanitizers %s\n  accelerator backend (-DBACKEND): %s\n",
+           SPIN_BUILD_TYPE, SPIN_C_COMPILER, SPIN_SANITIZE_ON ? "on" : "off", spin_build_backend());
     printf("  kernels in the kernel list: %d\n", SPIN_KERNEL_COUNT);
     printf("backends:\n");
     for (int b = 0; b < spin_backend_count(); b++) {
         const spin_backend *be = spin_backend_at(b);
         int n = be->device_count();
         int have = 0;
-        for (int k = 0; k < SPIN_KERNEL_COUNT; k++) have += be->kernels[k] != NULL;
+        for (int k = 0; k < SPIN_KERNEL_COUNT; k++)
+            have += be->kernels[k] != NULL;
         printf("  %s: %d device(s), %d/%d kernels\n", be->name, n, have, SPIN_KERNEL_COUNT);
         for (int i = 0; i < n; i++) {
             spin_device *d = spin_device_get(be->name, i);
@@ -32,7 +33,8 @@ int cmd_info(int argc, char **argv) {
                 continue;
             }
             char desc[1024] = "";
-            if (be->describe) be->describe(d, desc, sizeof desc);
+            if (be->describe)
+                be->describe(d, desc, sizeof desc);
             printf("    %s%s: %s\n", d->name, d == def ? " (default)" : "", desc);
         }
     }

@@ -14,7 +14,8 @@ int cmd_selftest(int argc, char **argv) {
                    "  device chosen by SPIN_DEVICE and prints a pass/fail table; exit 1 on any failure\n");
             return 0;
         }
-        if (!strcmp(argv[i], "--op") && i + 1 < argc) filter = argv[++i];
+        if (!strcmp(argv[i], "--op") && i + 1 < argc)
+            filter = argv[++i];
         else {
             fprintf(stderr, "spin selftest: unknown option '%s'\n", argv[i]);
             return 2;
@@ -29,12 +30,14 @@ int cmd_selftest(int argc, char **argv) {
     printf("%-12s %-46s %-6s %10s %10s %9s\n", "op", "case", "result", "fwd err", "grad err", "ms");
     for (int i = 0; i < opc_case_count(); i++) {
         const opcase *c = opc_case_at(i);
-        if (filter && strcmp(filter, c->op)) continue;
+        if (filter && strcmp(filter, c->op))
+            continue;
         opc_result r = opc_check(dev, c);
         const char *res = r.skipped ? "SKIP" : r.passed ? "pass" : "FAIL";
         printf("%-12s %-46.46s %-6s %10.2e %10.2e %9.2f\n", c->op, c->params, res, r.fwd_err, r.grad_err,
                r.seconds * 1e3);
-        if (!r.passed && !r.skipped) printf("    %s\n", r.msg);
+        if (!r.passed && !r.skipped)
+            printf("    %s\n", r.msg);
         pass += r.passed;
         fail += !r.passed && !r.skipped;
         skip += r.skipped;

@@ -5,19 +5,18 @@
 #include "tools/spin/commands.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: spin [--version] [--help] <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  info       build options, backends and devices, BLAS and its kernel, threads\n"
-            "  selftest   run the op case table on a device against the double-precision reference\n"
-            "  demo       train a small character-level transformer and print a greedy continuation\n"
-            "\n"
-            "environment:\n"
-            "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
-            "  SPIN_LOG_LEVEL     debug | info | warn | error (default warn)\n"
-            "  OMP_NUM_THREADS    CPU threads\n"
-            "  OPENBLAS_CORETYPE  OpenBLAS kernel; spin picks one from the CPU's features when unset\n");
+    fprintf(f, "usage: spin [--version] [--help] <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  info       build options, backends and devices, BLAS and its kernel, threads\n"
+               "  selftest   run the op case table on a device against the double-precision reference\n"
+               "  demo       train a small character-level transformer and print a greedy continuation\n"
+               "\n"
+               "environment:\n"
+               "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
+               "  SPIN_LOG_LEVEL     debug | info | warn | error (default warn)\n"
+               "  OMP_NUM_THREADS    CPU threads\n"
+               "  OPENBLAS_CORETYPE  OpenBLAS kernel; spin picks one from the CPU's features when unset\n");
 }
 
 int main(int argc, char **argv) {
@@ -34,9 +33,12 @@ int main(int argc, char **argv) {
         printf("spin %s (commit %s)\n", SPIN_VERSION, SPIN_GIT_COMMIT);
         return 0;
     }
-    if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
-    if (!strcmp(cmd, "selftest")) return cmd_selftest(argc - 1, argv + 1);
-    if (!strcmp(cmd, "demo")) return cmd_demo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "info"))
+        return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(cmd, "selftest"))
+        return cmd_selftest(argc - 1, argv + 1);
+    if (!strcmp(cmd, "demo"))
+        return cmd_demo(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
