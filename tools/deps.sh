@@ -3,7 +3,7 @@
 # Other systems: install CMake >= 3.25, a C11 compiler with OpenMP, OpenBLAS (with cblas.h),
 # cmocka and pkg-config, then run the same scripts.
 spin_install_deps() {
-    local pkgs=(cmake make gcc pkg-config git libopenblas-dev libcmocka-dev binutils)
+    local pkgs=(cmake make gcc pkg-config git libopenblas-dev libopenblas0-openmp libcmocka-dev binutils)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
