@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/cpu_math.h"
 
 #define PAR_MIN 32768
 
@@ -20,6 +21,35 @@ static spin_status check_targets(const char *kname, const int32_t *t, int64_t n,
     return SPIN_OK;
 }
 
+/* Row bodies, each compiled per vector ISA (cpu_math.h). */
+CPU_VECTOR_CLONES static void ce_row(const float *xr, int64_t v, int32_t t, int64_t ignore, float *logp,
+                                     float *lse, float *lsum) {
+    float m = -INFINITY;
+    double sum = 0;
+    for (int64_t j = 0; j < v; j++) {
+        m = xr[j] > m ? xr[j] : m;
+        sum += xr[j];
+    }
+    if (m == -INFINITY)
+        m = 0.0f; /* keeps x - m at -inf rather than NaN */
+    double l = m + log(cpu_sum_exp(xr, v, m));
+    *lse = (float)l;
+    *lsum = (float)sum;
+    *logp = t == ignore ? 0.0f : (float)((double)xr[t] - l);
+}
+
+CPU_VECTOR_CLONES static void ce_back_row(const float *xr, int64_t v, int32_t t, int64_t ignore, float lse,
+                                          float g, float *dr) {
+    if (t == ignore) {
+        for (int64_t j = 0; j < v; j++)
+            dr[j] = 0.0f;
+        return;
+    }
+    for (int64_t j = 0; j < v; j++)
+        dr[j] = -g * cpu_expf(xr[j] - lse);
+    dr[t] = (float)((double)g * (1.0 - (double)cpu_expf(xr[t] - lse)));
+}
+
 /* logp[r] = x[r, t] - lse[r] (0 when t == ignore), lse[r] = log sum_j exp x[r, j],
  * logit_sum[r] = sum_j x[r, j] */
 spin_status cpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
@@ -32,24 +62,8 @@ spin_status cpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
     int64_t ignore = c->p.i[0];
     SPIN_TRY(check_targets("CE_ROWS", t, n, v, ignore));
 #pragma omp parallel for schedule(static) if (n * v > PAR_MIN)
-    for (int64_t r = 0; r < n; r++) {
-        const float *xr = x + r * v;
-        float m = -INFINITY;
-        double sum = 0;
-        for (int64_t j = 0; j < v; j++) {
-            m = xr[j] > m ? xr[j] : m;
-            sum += xr[j];
-        }
-        if (m == -INFINITY)
-            m = 0.0f; /* keeps x - m at -inf rather than NaN */
-        double se = 0;
-        for (int64_t j = 0; j < v; j++)
-            se += exp((double)xr[j] - m);
-        double l = m + log(se);
-        lse[r] = (float)l;
-        lsum[r] = (float)sum;
-        logp[r] = t[r] == ignore ? 0.0f : (float)((double)xr[t[r]] - l);
-    }
+    for (int64_t r = 0; r < n; r++)
+        ce_row(x + r * v, v, t[r], ignore, &logp[r], &lse[r], &lsum[r]);
     return SPIN_OK;
 }
 
@@ -64,18 +78,7 @@ spin_status cpu_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
     int64_t ignore = c->p.i[0];
     SPIN_TRY(check_targets("CE_ROWS_BACK", t, n, v, ignore));
 #pragma omp parallel for schedule(static) if (n * v > PAR_MIN)
-    for (int64_t r = 0; r < n; r++) {
-        const float *xr = x + r * v;
-        float *dr = dx + r * v;
-        if (t[r] == ignore) {
-            for (int64_t j = 0; j < v; j++)
-                dr[j] = 0.0f;
-            continue;
-        }
-        double g = dlogp[r], l = lse[r];
-        for (int64_t j = 0; j < v; j++)
-            dr[j] = (float)(-g * exp((double)xr[j] - l));
-        dr[t[r]] = (float)(g * (1.0 - exp((double)xr[t[r]] - l)));
-    }
+    for (int64_t r = 0; r < n; r++)
+        ce_back_row(x + r * v, v, t[r], ignore, lse[r], dlogp[r], dx + r * v);
     return SPIN_OK;
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/cpu_math.h"
 
 /* Rows are independent; below this many elements threads cost more than they save. */
 #define PAR_MIN 32768
@@ -17,12 +18,29 @@ static inline float row_max(const float *x, int64_t n) {
     return m == -INFINITY ? 0.0f : m;
 }
 
-/* sum_j exp(x_j - m), accumulated in double. */
-static inline double row_sumexp(const float *x, int64_t n, float m) {
+/* Row bodies, each compiled per vector ISA (cpu_math.h). */
+CPU_VECTOR_CLONES static void softmax_row(const float *xr, float *yr, int64_t cols) {
+    float m = row_max(xr, cols);
+    float inv = (float)(1.0 / cpu_sum_exp(xr, cols, m));
+    for (int64_t j = 0; j < cols; j++)
+        yr[j] = cpu_expf(xr[j] - m) * inv;
+}
+
+CPU_VECTOR_CLONES static void log_softmax_row(const float *xr, float *yr, int64_t cols) {
+    float m = row_max(xr, cols);
+    double lse = m + log(cpu_sum_exp(xr, cols, m));
+    for (int64_t j = 0; j < cols; j++)
+        yr[j] = (float)((double)xr[j] - lse);
+}
+
+CPU_VECTOR_CLONES static void log_softmax_back_row(const float *yr, const float *gr, float *dr,
+                                                   int64_t cols) {
     double s = 0;
-    for (int64_t j = 0; j < n; j++)
-        s += exp((double)x[j] - m);
-    return s;
+    for (int64_t j = 0; j < cols; j++)
+        s += gr[j];
+    float sf = (float)s;
+    for (int64_t j = 0; j < cols; j++)
+        dr[j] = gr[j] - cpu_expf(yr[j]) * sf;
 }
 
 /* y = exp(x - max) / sum exp(x - max) */
@@ -33,14 +51,8 @@ spin_status cpu_SOFTMAX(struct spin_device *dev, const spin_kcall *c) {
     const float *x = cpu_f32(&c->in[0]);
     float *y = cpu_f32(&c->out[0]);
 #pragma omp parallel for schedule(static) if (rows * cols > PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        float *yr = y + r * cols;
-        float m = row_max(xr, cols);
-        double inv = 1.0 / row_sumexp(xr, cols, m);
-        for (int64_t j = 0; j < cols; j++)
-            yr[j] = (float)(exp((double)xr[j] - m) * inv);
-    }
+    for (int64_t r = 0; r < rows; r++)
+        softmax_row(x + r * cols, y + r * cols, cols);
     return SPIN_OK;
 }
 
@@ -52,17 +64,10 @@ spin_status cpu_LOG_SOFTMAX(struct spin_device *dev, const spin_kcall *c) {
     const float *x = cpu_f32(&c->in[0]);
     float *y = cpu_f32(&c->out[0]);
 #pragma omp parallel for schedule(static) if (rows * cols > PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        float *yr = y + r * cols;
-        float m = row_max(xr, cols);
-        double lse = m + log(row_sumexp(xr, cols, m));
-        for (int64_t j = 0; j < cols; j++)
-            yr[j] = (float)((double)xr[j] - lse);
-    }
+    for (int64_t r = 0; r < rows; r++)
+        log_softmax_row(x + r * cols, y + r * cols, cols);
     return SPIN_OK;
 }
-
 /* dx = y * (dy - sum(dy * y)) */
 spin_status cpu_SOFTMAX_BACK(struct spin_device *dev, const spin_kcall *c) {
     (void)dev;
@@ -91,14 +96,7 @@ spin_status cpu_LOG_SOFTMAX_BACK(struct spin_device *dev, const spin_kcall *c) {
     const float *y = cpu_f32(&c->in[0]), *dy = cpu_f32(&c->in[1]);
     float *dx = cpu_f32(&c->out[0]);
 #pragma omp parallel for schedule(static) if (rows * cols > PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *yr = y + r * cols, *gr = dy + r * cols;
-        float *dr = dx + r * cols;
-        double s = 0;
-        for (int64_t j = 0; j < cols; j++)
-            s += gr[j];
-        for (int64_t j = 0; j < cols; j++)
-            dr[j] = (float)(gr[j] - exp((double)yr[j]) * s);
-    }
+    for (int64_t r = 0; r < rows; r++)
+        log_softmax_back_row(y + r * cols, dy + r * cols, dx + r * cols, cols);
     return SPIN_OK;
 }
