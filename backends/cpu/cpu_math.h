@@ -25,6 +25,7 @@
 static inline float cpu_expf(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723e-6f;
     float xc = x < -87.5f ? -87.5f : (x > 88.7228f ? 88.7228f : x);
+    xc = x != x ? 0.0f : xc; /* NaN is returned below; keep the integer path defined */
     /* round to nearest by the 1.5 * 2^23 trick: nearbyintf is a library call and blocks
      * vectorisation (|xc * log2e| < 2^22, so the trick is exact) */
     const float magic = 12582912.0f;
@@ -40,7 +41,7 @@ static inline float cpu_expf(float x) {
     p = p * r + 1.0f;
     /* 2^n as two normal factors: n reaches 128 near the top of the range */
     int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1;
-    int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
     float s1, s2;
     memcpy(&s1, &b1, sizeof s1);
     memcpy(&s2, &b2, sizeof s2);
