@@ -54,6 +54,8 @@ typedef struct {
 } opc_result;
 
 opc_result opc_check(spin_device *dev, const opcase *c);
+/* The device the running case is checked on (for ops that create tensors without inputs). */
+spin_device *opc_device(void);
 
 /* All registered cases. */
 const opcase *opc_case_at(int i);
