@@ -5,11 +5,13 @@
 
 #include "core/dispatch.h"
 #include "core/log.h"
+#include "core/pool.h"
 #include "core/scope.h"
 #include "core/tensor_impl.h"
 
 static _Thread_local int no_grad_depth;
 static _Thread_local int force_depth;
+static _Thread_local spin_pool node_pool = {sizeof(spin_node), NULL};
 
 bool spin_grad_enabled(void) {
     return no_grad_depth == 0 || force_depth > 0;
@@ -43,8 +45,7 @@ spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backwar
         any |= wants_grad(in[i]);
     if (!any)
         return NULL;
-    spin_node *n = calloc(1, sizeof *n);
-    SPIN_ASSERT(n, "out of host memory");
+    spin_node *n = spin_pool_get(&node_pool);
     n->name = name;
     n->backward = backward;
     n->n_in = n_in;
@@ -97,7 +98,7 @@ void spin_node_free(spin_node *n) {
     }
     node_release_state(n);
     spin_tensor_release(n->gacc);
-    free(n);
+    spin_pool_put(&node_pool, n);
 }
 
 spin_tensor *spin_detach(spin_tensor *t) {
@@ -314,8 +315,7 @@ spin_tensor *spin_checkpoint(spin_recompute_fn fn, const void *ctx, size_t ctx_s
     if (out && record) {
         /* Parameters captured in ctx may need gradients even when no input does, so the node is
          * recorded whenever grad mode is on. */
-        spin_node *n = calloc(1, sizeof *n);
-        SPIN_ASSERT(n, "out of host memory");
+        spin_node *n = spin_pool_get(&node_pool);
         n->name = "checkpoint";
         n->backward = recompute_backward;
         n->n_in = n_in;

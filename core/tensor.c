@@ -4,10 +4,13 @@
 #include <string.h>
 
 #include "core/autograd.h"
+#include "core/pool.h"
 #include "core/scope.h"
 #include "core/tensor_impl.h"
 
 static atomic_llong live_tensors;
+static _Thread_local spin_pool tensor_pool = {sizeof(spin_tensor), NULL};
+static _Thread_local spin_pool storage_pool = {sizeof(spin_storage), NULL};
 
 /* ---- scopes ---- */
 
@@ -80,8 +83,7 @@ int spin_scope_depth(void) {
 /* ---- creation ---- */
 
 static spin_tensor *tensor_struct(void) {
-    spin_tensor *t = calloc(1, sizeof *t);
-    SPIN_ASSERT(t, "out of host memory");
+    spin_tensor *t = spin_pool_get(&tensor_pool);
     t->refcount = 1;
     atomic_fetch_add(&live_tensors, 1);
     return t;
@@ -110,8 +112,7 @@ spin_tensor *spin_tensor_new(spin_device *dev, spin_dtype dtype, int ndim, const
         spin_fail(SPIN_ERR_OOM, "%s: cannot allocate %zu bytes", dev->name, bytes);
         return NULL;
     }
-    spin_storage *st = malloc(sizeof *st);
-    SPIN_ASSERT(st, "out of host memory");
+    spin_storage *st = spin_pool_get(&storage_pool);
     *st = (spin_storage){.refcount = 1, .dev = dev, .buf = buf, .bytes = bytes};
     spin_tensor *t = tensor_struct();
     t->st = st;
@@ -178,10 +179,10 @@ void spin_tensor_release(spin_tensor *t) {
     spin_tensor_release(t->grad);
     if (--t->st->refcount == 0) {
         spin_device_free(t->st->dev, t->st->buf, t->st->bytes);
-        free(t->st);
+        spin_pool_put(&storage_pool, t->st);
     }
     atomic_fetch_sub(&live_tensors, 1);
-    free(t);
+    spin_pool_put(&tensor_pool, t);
 }
 
 /* ---- queries ---- */

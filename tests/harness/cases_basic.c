@@ -420,22 +420,24 @@ static void ref_composite(const opcase *c, const double *const *in, double *out)
 static spin_tensor *run_create(const opcase *c, spin_tensor *const *in) {
     (void)in;
     spin_device *dev = opc_device();
-    if (c->p.i[0] == 0) return spin_full(dev, SPIN_F32, 2, (const int64_t[]){3, 5}, c->p.f[0]);
+    if (c->p.i[0] == 0)
+        return spin_full(dev, SPIN_F32, 2, (const int64_t[]){3, 5}, c->p.f[0]);
     return spin_arange(dev, (spin_dtype)c->p.i[1], c->p.i[2], c->p.f[0], c->p.f[1]);
 }
 
 static void ref_create(const opcase *c, const double *const *in, double *out) {
     (void)in;
     int64_t n = c->p.i[0] == 0 ? 15 : c->p.i[2];
-    for (int64_t i = 0; i < n; i++) out[i] = c->p.i[0] == 0 ? c->p.f[0] : c->p.f[0] + (double)i * c->p.f[1];
+    for (int64_t i = 0; i < n; i++)
+        out[i] = c->p.i[0] == 0 ? c->p.f[0] : c->p.f[0] + (double)i * c->p.f[1];
 }
 
 const opcase opc_cases_basic[] = {
     CASE("fill", "[3,5] = 2.5", 0, F({{0}}), F({.i = {0}, .f = {2.5f}}), run_create, ref_create, 0, 0),
-    CASE("arange", "f32 7 from 1.5 step 0.5", 0, F({{0}}), F({.i = {1, SPIN_F32, 7}, .f = {1.5f, 0.5f}}), run_create,
-         ref_create, 0, 0),
-    CASE("arange", "i32 9 from 3 step 2", 0, F({{0}}), F({.i = {1, SPIN_I32, 9}, .f = {3.0f, 2.0f}}), run_create,
-         ref_create, 0, 0),
+    CASE("arange", "f32 7 from 1.5 step 0.5", 0, F({{0}}), F({.i = {1, SPIN_F32, 7}, .f = {1.5f, 0.5f}}),
+         run_create, ref_create, 0, 0),
+    CASE("arange", "i32 9 from 3 step 2", 0, F({{0}}), F({.i = {1, SPIN_I32, 9}, .f = {3.0f, 2.0f}}),
+         run_create, ref_create, 0, 0),
     CASE("composite", "sum(logsigmoid(gelu(x[5,7] w1[7,13] + b1) w2[13,3]))", 4,
          F({IN(2, 5, 7), IN(2, 7, 13), IN(1, 13), IN(2, 13, 3)}), {.i = {0}}, run_composite, ref_composite,
          1e-6, 1e-3),

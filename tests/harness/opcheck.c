@@ -132,7 +132,9 @@ static double loss_at(fd_ctx *f) {
 
 static spin_device *current_device;
 
-spin_device *opc_device(void) { return current_device; }
+spin_device *opc_device(void) {
+    return current_device;
+}
 
 opc_result opc_check(spin_device *dev, const opcase *c) {
     opc_result r = {0};

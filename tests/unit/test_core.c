@@ -13,6 +13,7 @@
 #include "backends/backends.h"
 #include "backends/cpu/cpu_backend.h"
 #include "core/dispatch.h"
+#include "core/pool.h"
 #include "core/rng.h"
 #include "core/scope.h"
 #include "ops/ops.h"
@@ -115,13 +116,15 @@ static void test_scope_releases_everything(void **state) {
     assert_int_equal(spin_tensor_live_count(), before);
 }
 
-/* After a warm-up step, a training step must be served entirely from the caching allocator. */
+/* After a warm-up step, a training step must be served entirely from the caching allocator and
+ * the host struct pools. */
 static void test_steady_state_makes_no_raw_allocations(void **state) {
     (void)state;
     int64_t shw[2] = {16, 8};
     spin_tensor *w = spin_rand_normal(cpu, 2, shw, 1, 0, 0, 0.1f);
     spin_tensor_set_requires_grad(w, true);
     spin_alloc_stats s0 = {0};
+    uint64_t host0 = 0;
     for (int step = 0; step < 3; step++) {
         spin_scope_begin();
         spin_tensor *x = spin_rand_uniform(cpu, 2, (int64_t[]){4, 16}, 2, (uint64_t)step * 64, -1, 1);
@@ -129,11 +132,14 @@ static void test_steady_state_makes_no_raw_allocations(void **state) {
         assert_int_equal(spin_backward(loss), SPIN_OK);
         spin_tensor_zero_grad(w);
         spin_scope_end();
-        if (step == 1)
+        if (step == 1) {
             s0 = spin_device_alloc_stats(cpu);
+            host0 = spin_pool_system_allocs();
+        }
     }
     spin_alloc_stats s1 = spin_device_alloc_stats(cpu);
     assert_int_equal(s1.raw_allocs, s0.raw_allocs);
+    assert_int_equal(spin_pool_system_allocs(), host0);
     assert_true(s1.requests > s0.requests);
     spin_tensor_release(w);
 }
