@@ -1,14 +1,43 @@
-/* Causal grouped-query attention on the CPU: an online-softmax forward that keeps only the
- * log-sum-exp per query row, and a backward that recomputes the probabilities from it.
- * Every output element is written by exactly one loop iteration in a fixed order, so the results
- * do not depend on the OpenMP thread count (no atomics, no reductions across threads). */
+/* Causal grouped-query attention on the CPU, flash-style: blocks of query rows meet tiles of keys
+ * through BLAS sgemm, with an online softmax that keeps only the log-sum-exp per query row; the
+ * backward recomputes the probabilities from it.
+ *
+ * Determinism: the forward's tasks (b, query head, query block) and the backward's tasks
+ * (b, kv head) each own disjoint output rows and do their work in an order fixed by the shapes
+ * alone, and every sgemm runs single-threaded (inside an active OpenMP region, or too small for
+ * OpenBLAS to split), so the results do not depend on the OpenMP thread count or schedule. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backends/cpu/cpu_kernels.h"
 
-/* Rows of less work than this run on one thread: thread start-up would cost more. */
+/* Calls with less work than this run on one thread: thread start-up would cost more. It is also
+ * below OpenBLAS's own threading threshold for one sgemm (m n k <= 262144), so the serial path
+ * never gets a multi-threaded sgemm either. */
 #define ATTN_PAR_WORK 32768
+
+/* The exp loops dominate the non-BLAS time; the SSE2 baseline of a generic build runs them at a
+ * quarter of AVX-512's width, so x86-64 builds get per-ISA clones picked at load time. The clones
+ * compute the same operations in the same order (no contraction into FMA in ISO C mode), so
+ * their results agree bit for bit. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define ATTN_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef ATTN_SIMD_CLONES
+#define ATTN_SIMD_CLONES
+#endif
+
+/* Query rows per block: enough rows for sgemm to reach its speed, few enough that causal blocks
+ * skip most masked keys. Keys per tile: bounds the score scratch (BQ x BK floats, which stays in
+ * L2 with the K and V tiles) for any Tk. */
+#define ATTN_BQ 64
+#define ATTN_BK 256
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
 typedef struct {
     int64_t B, Hq, Hkv, Tq, Tk, D, group, window;
@@ -52,17 +81,218 @@ static spin_status attn_setup(const spin_kcall *c, int qpos_slot, int n_fixed, c
     return SPIN_OK;
 }
 
-/* The visible keys of a query at slot qp form the range [lo, hi] (then filtered by the mask). */
+/* The visible keys of a query at slot qp form the range [lo, hi] (then filtered by the mask);
+ * lo > hi when it sees none. */
 static inline void attn_range(const attn_dims *d, int32_t qp, int64_t *lo, int64_t *hi) {
     *hi = (int64_t)qp < d->Tk - 1 ? (int64_t)qp : d->Tk - 1;
     *lo = d->window > 0 && (int64_t)qp - d->window + 1 > 0 ? (int64_t)qp - d->window + 1 : 0;
 }
 
-static inline float dotf(const float *a, const float *b, int64_t n) {
-    float s = 0;
-    for (int64_t i = 0; i < n; i++)
-        s += a[i] * b[i];
+/* Row ranges of one query block and the key span [*jlo, *jhi] that covers them all: keys outside
+ * it are invisible to every row, so the block never computes their scores. live[r] = 0 drops a row
+ * (the backward drops rows whose forward saw no key). Returns false when no row sees any key. */
+static bool block_ranges(const attn_dims *d, int64_t b, int64_t i0, int64_t n, const float *lse_blk,
+                         int64_t *lo, int64_t *hi, int64_t *jlo, int64_t *jhi) {
+    *jlo = INT64_MAX, *jhi = -1;
+    for (int64_t r = 0; r < n; r++) {
+        attn_range(d, d->qpos[b * d->Tq + i0 + r], &lo[r], &hi[r]);
+        if (lse_blk && lse_blk[r] == -INFINITY)
+            lo[r] = 1, hi[r] = 0;
+        if (lo[r] > hi[r])
+            continue;
+        if (lo[r] < *jlo)
+            *jlo = lo[r];
+        if (hi[r] > *jhi)
+            *jhi = hi[r];
+    }
+    return *jhi >= 0;
+}
+
+/* sgemm, except that a zero inner dimension (which BLAS rejects through its leading-dimension
+ * checks) gives beta * C as the product of empty sums would. */
+static void gemm(cpu_sgemm_fn f, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m == 0 || n == 0)
+        return;
+    if (k == 0) {
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t j = 0; j < n; j++)
+                c[r * ldc + j] = beta == 0.0f ? 0.0f : beta * c[r * ldc + j];
+        return;
+    }
+    f(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* exp for x <= ~0 (scores minus their row max or log-sum-exp), written so loops over it
+ * vectorise: a round-to-nearest split x = n ln2 + r, a degree-6 polynomial for e^r on
+ * |r| <= ln2/2 (Cephes expf, within 2 ulp of expf), and 2^n built in the exponent bits. Below
+ * -87 (e^-87 ~ 1.6e-38, the edge of the normal range) it returns 0, which also maps the -inf of
+ * masked scores to a probability of exactly 0. */
+static inline float attn_exp(float x) {
+    float xc = x > -87.0f ? x : -87.0f;
+    xc = xc < 88.0f ? xc : 88.0f;
+    /* adding 1.5 * 2^23 rounds to an integer and leaves it in the low mantissa bits */
+    const float t = xc * 1.44269504088896341f + 12582912.0f;
+    const float n = t - 12582912.0f;
+    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float y = p * r * r + r + 1.0f;
+    int32_t tb, eb;
+    float two_n;
+    memcpy(&tb, &t, sizeof tb);
+    eb = (tb - 0x4B400000 + 127) << 23;
+    memcpy(&two_n, &eb, sizeof two_n);
+    const float res = y * two_n;
+    return x >= -87.0f ? res : 0.0f;
+}
+
+/* Sums are kept in ATTN_LANES partial sums, lane l taking elements l, l + ATTN_LANES, ..., and
+ * folded in a fixed tree: C semantics then fix the order of every addition whatever the compiler
+ * vectorises, peels for alignment or targets, so a row's sum never depends on where its buffer
+ * happens to lie (scratch and tensors move with the thread count and the allocator). */
+#define ATTN_LANES 16
+
+static inline float lanes_fold(float *acc) {
+    for (int w = ATTN_LANES / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++)
+            acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* s[j] = e^(s[j] - shift) over a row; returns their sum. */
+ATTN_SIMD_CLONES
+static float exp_shift(float *s, int64_t n, float shift) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        s[j] = attn_exp(s[j] - shift);
+    float acc[ATTN_LANES] = {0};
+    int64_t j = 0;
+    for (; j + ATTN_LANES <= n; j += ATTN_LANES)
+        for (int l = 0; l < ATTN_LANES; l++)
+            acc[l] += s[j + l];
+    for (int l = 0; j + l < n; l++)
+        acc[l] += s[j + l];
+    return lanes_fold(acc);
+}
+
+/* a . b with the lane order of exp_shift. */
+static float dot_lanes(const float *a, const float *b, int64_t n) {
+    float acc[ATTN_LANES] = {0};
+    int64_t j = 0;
+    for (; j + ATTN_LANES <= n; j += ATTN_LANES)
+        for (int l = 0; l < ATTN_LANES; l++)
+            acc[l] += a[j + l] * b[j + l];
+    for (int l = 0; j + l < n; l++)
+        acc[l] += a[j + l] * b[j + l];
+    return lanes_fold(acc);
+}
+
+/* Sets s[0, a) and s[e, n) to 0 (keys outside every visible range of the row) and the masked keys
+ * in between to -INFINITY, which attn_exp turns into 0. mask points at the key of column 0. */
+static inline void clip_row(float *s, int64_t n, int64_t a, int64_t e, const float *mask) {
+    for (int64_t j = 0; j < a; j++)
+        s[j] = 0.0f;
+    for (int64_t j = e; j < n; j++)
+        s[j] = 0.0f;
+    if (mask) {
+#pragma omp simd
+        for (int64_t j = a; j < e; j++)
+            s[j] = mask[j] == 0.0f ? -INFINITY : s[j];
+    }
+}
+
+/* Per-thread scratch of one kernel call, carved from a single allocation. */
+typedef struct {
+    float *s, *dp;        /* [ATTN_BQ][ATTN_BK] */
+    float *m, *l, *rowd;  /* [ATTN_BQ] */
+    int64_t *lo, *hi;     /* [ATTN_BQ] */
+} attn_scratch;
+
+static size_t scratch_bytes(void) {
+    return (2 * ATTN_BQ * ATTN_BK + 3 * ATTN_BQ) * sizeof(float) + 2 * ATTN_BQ * sizeof(int64_t);
+}
+
+static attn_scratch scratch_at(char *base, int t) {
+    char *p = base + (size_t)t * scratch_bytes();
+    attn_scratch s;
+    s.lo = (int64_t *)p;
+    s.hi = s.lo + ATTN_BQ;
+    s.s = (float *)(s.hi + ATTN_BQ);
+    s.dp = s.s + ATTN_BQ * ATTN_BK;
+    s.m = s.dp + ATTN_BQ * ATTN_BK;
+    s.l = s.m + ATTN_BQ;
+    s.rowd = s.l + ATTN_BQ;
     return s;
+}
+
+/* One block of n query rows [i0, i0 + n) of head h: o and lse for those rows. */
+static void fwd_block(const attn_dims *d, cpu_sgemm_fn f, const float *q, const float *k, const float *v,
+                      float *o, float *lse, int64_t b, int64_t h, int64_t i0, int64_t n, attn_scratch *w) {
+    const int64_t D = d->D, Tk = d->Tk, ld = D > 0 ? D : 1;
+    const int64_t row0 = (b * d->Hq + h) * d->Tq + i0;
+    const int64_t kvbase = (b * d->Hkv + h / d->group) * Tk;
+    const float *qb = q + row0 * D, *kb = k + kvbase * D, *vb = v + kvbase * D;
+    const float *mrow = d->kmask ? d->kmask + b * Tk : NULL;
+    float *ob = o + row0 * D, *lb = lse + row0;
+    memset(ob, 0, (size_t)(n * D) * sizeof *ob);
+    int64_t jlo, jhi;
+    if (!block_ranges(d, b, i0, n, NULL, w->lo, w->hi, &jlo, &jhi)) {
+        for (int64_t r = 0; r < n; r++)
+            lb[r] = -INFINITY;
+        return;
+    }
+    for (int64_t r = 0; r < n; r++)
+        w->m[r] = -INFINITY, w->l[r] = 0;
+    for (int64_t j0 = jlo; j0 <= jhi; j0 += ATTN_BK) {
+        const int64_t nk = jhi + 1 - j0 < ATTN_BK ? jhi + 1 - j0 : ATTN_BK;
+        gemm(f, NO_TRANS, TRANS, n, nk, D, d->scale, qb, ld, kb + j0 * D, ld, 0.0f, w->s, ATTN_BK);
+        for (int64_t r = 0; r < n; r++) {
+            float *s = w->s + r * ATTN_BK;
+            int64_t a = w->lo[r] - j0, e = w->hi[r] + 1 - j0;
+            a = a < 0 ? 0 : a > nk ? nk : a;
+            e = e < a ? a : e > nk ? nk : e;
+            clip_row(s, nk, a, e, mrow ? mrow + j0 : NULL);
+            float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+            for (int64_t j = a; j < e; j++)
+                mx = s[j] > mx ? s[j] : mx;
+            if (mx == -INFINITY) {
+                /* nothing visible in this tile: it adds nothing (and exp(-inf - -inf) is NaN) */
+                for (int64_t j = a; j < e; j++)
+                    s[j] = 0.0f;
+                continue;
+            }
+            /* Online softmax: the o row holds sum exp(s - m) v with the running max m, rescaled
+             * when m grows, so no exponent exceeds 0 and nothing overflows. */
+            const float mnew = mx > w->m[r] ? mx : w->m[r];
+            const float alpha = expf(w->m[r] - mnew); /* 0 on the first visible tile */
+            const float sum = exp_shift(s + a, e - a, mnew);
+            w->l[r] = w->l[r] * alpha + sum;
+            w->m[r] = mnew;
+            if (alpha != 1.0f) {
+                float *orow = ob + r * D;
+                for (int64_t e2 = 0; e2 < D; e2++)
+                    orow[e2] *= alpha;
+            }
+        }
+        gemm(f, NO_TRANS, NO_TRANS, n, D, nk, 1.0f, w->s, ATTN_BK, vb + j0 * D, ld, 1.0f, ob, ld);
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (w->l[r] > 0) {
+            const float inv = 1.0f / w->l[r];
+            float *orow = ob + r * D;
+            for (int64_t e = 0; e < D; e++)
+                orow[e] *= inv;
+            lb[r] = w->m[r] + logf(w->l[r]);
+        } else {
+            lb[r] = -INFINITY;
+        }
+    }
 }
 
 spin_status cpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
@@ -74,50 +304,80 @@ spin_status cpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
     const float *q = cpu_f32(&c->in[0]), *k = cpu_f32(&c->in[1]), *v = cpu_f32(&c->in[2]);
     float *o = cpu_f32(&c->out[0]), *lse = cpu_f32(&c->out[1]);
     const int64_t B = d.B, Hq = d.Hq, Tq = d.Tq, Tk = d.Tk, D = d.D;
+    const int64_t nqb = (Tq + ATTN_BQ - 1) / ATTN_BQ, bh = B * Hq, ntask = bh * nqb;
+    if (ntask == 0)
+        return SPIN_OK;
     const int64_t work = B * Hq * Tq * Tk * D;
-#pragma omp parallel for collapse(3) schedule(static) if (work > ATTN_PAR_WORK)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < Hq; h++)
-            for (int64_t i = 0; i < Tq; i++) {
-                const int64_t row = (b * Hq + h) * Tq + i;
-                const int64_t kvbase = (b * d.Hkv + h / d.group) * Tk;
-                const float *qi = q + row * D;
-                const float *mrow = d.kmask ? d.kmask + b * Tk : NULL;
-                float *oi = o + row * D;
-                int64_t lo, hi;
-                attn_range(&d, d.qpos[b * Tq + i], &lo, &hi);
-                for (int64_t e = 0; e < D; e++)
-                    oi[e] = 0;
-                /* Online softmax: oi holds sum exp(s - m) v with the running max m, rescaled
-                 * whenever m grows, so no score exceeds exp(0) and nothing overflows. */
-                float m = -INFINITY, l = 0;
-                for (int64_t j = lo; j <= hi; j++) {
-                    if (mrow && mrow[j] == 0.0f)
-                        continue;
-                    const float *kj = k + (kvbase + j) * D, *vj = v + (kvbase + j) * D;
-                    float s = d.scale * dotf(qi, kj, D);
-                    if (s > m) {
-                        float r = expf(m - s); /* 0 on the first visible key */
-                        l *= r;
-                        for (int64_t e = 0; e < D; e++)
-                            oi[e] *= r;
-                        m = s;
-                    }
-                    float p = expf(s - m);
-                    l += p;
-                    for (int64_t e = 0; e < D; e++)
-                        oi[e] += p * vj[e];
-                }
-                if (l > 0) {
-                    float inv = 1.0f / l;
-                    for (int64_t e = 0; e < D; e++)
-                        oi[e] *= inv;
-                    lse[row] = m + logf(l);
-                } else {
-                    lse[row] = -INFINITY;
-                }
-            }
+    const int nt = work > ATTN_PAR_WORK ? cpu_threads() : 1;
+    char *scratch = malloc((size_t)nt * scratch_bytes());
+    if (!scratch)
+        return spin_fail(SPIN_ERR_OOM, "ATTENTION: no host memory for %d scratch blocks", nt);
+    cpu_sgemm_fn f = cpu_blas_sgemm();
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        attn_scratch w = scratch_at(scratch, omp_get_thread_num());
+        /* Last query blocks first: under the causal mask they see the most keys, and starting the
+         * longest tasks first balances the dynamic schedule. */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntask; t++) {
+            const int64_t qb = nqb - 1 - t / bh, b = (t % bh) / Hq, h = t % Hq;
+            const int64_t i0 = qb * ATTN_BQ, n = Tq - i0 < ATTN_BQ ? Tq - i0 : ATTN_BQ;
+            fwd_block(&d, f, q, k, v, o, lse, b, h, i0, n, &w);
+        }
+    }
+    free(scratch);
     return SPIN_OK;
+}
+
+typedef struct {
+    const float *q, *k, *v, *o, *lse, *dout;
+    float *dq, *dk, *dv;
+} attn_back_io;
+
+/* One query block of head h against its kv head: writes its dq rows, accumulates into dk, dv. */
+static void back_block(const attn_dims *d, cpu_sgemm_fn f, const attn_back_io *io, int64_t b, int64_t h,
+                       int64_t i0, int64_t n, attn_scratch *w) {
+    const int64_t D = d->D, Tk = d->Tk, ld = D > 0 ? D : 1;
+    const int64_t row0 = (b * d->Hq + h) * d->Tq + i0;
+    const int64_t kvbase = (b * d->Hkv + h / d->group) * Tk;
+    const float *qb = io->q + row0 * D, *dob = io->dout + row0 * D, *ob = io->o + row0 * D;
+    const float *kb = io->k + kvbase * D, *vb = io->v + kvbase * D, *lb = io->lse + row0;
+    const float *mrow = d->kmask ? d->kmask + b * Tk : NULL;
+    float *dqb = io->dq + row0 * D, *dkb = io->dk + kvbase * D, *dvb = io->dv + kvbase * D;
+    memset(dqb, 0, (size_t)(n * D) * sizeof *dqb);
+    int64_t jlo, jhi;
+    /* rows whose lse is -inf saw no key: their output was a constant 0 */
+    if (!block_ranges(d, b, i0, n, lb, w->lo, w->hi, &jlo, &jhi))
+        return;
+    /* rowd[r] = do_r . o_r, the softmax-backward correction shared by dq and dk. */
+    for (int64_t r = 0; r < n; r++)
+        w->rowd[r] = dot_lanes(dob + r * D, ob + r * D, D);
+    for (int64_t j0 = jlo; j0 <= jhi; j0 += ATTN_BK) {
+        const int64_t nk = jhi + 1 - j0 < ATTN_BK ? jhi + 1 - j0 : ATTN_BK;
+        float *p = w->s, *ds = w->dp;
+        gemm(f, NO_TRANS, TRANS, n, nk, D, d->scale, qb, ld, kb + j0 * D, ld, 0.0f, p, ATTN_BK);
+        gemm(f, NO_TRANS, TRANS, n, nk, D, 1.0f, dob, ld, vb + j0 * D, ld, 0.0f, ds, ATTN_BK);
+        for (int64_t r = 0; r < n; r++) {
+            float *pr = p + r * ATTN_BK, *dsr = ds + r * ATTN_BK;
+            int64_t a = w->lo[r] - j0, e = w->hi[r] + 1 - j0;
+            a = a < 0 ? 0 : a > nk ? nk : a;
+            e = e < a ? a : e > nk ? nk : e;
+            const float L = lb[r], Dr = w->rowd[r];
+            clip_row(pr, nk, a, e, mrow ? mrow + j0 : NULL);
+            for (int64_t j = 0; j < a; j++)
+                dsr[j] = 0.0f;
+            for (int64_t j = e; j < nk; j++)
+                dsr[j] = 0.0f;
+            /* L >= every visible score of a live row, so p <= 1 (up to rounding) */
+            exp_shift(pr + a, e - a, L);
+#pragma omp simd
+            for (int64_t j = a; j < e; j++)
+                dsr[j] = pr[j] * (dsr[j] - Dr);
+        }
+        gemm(f, TRANS, NO_TRANS, nk, D, n, 1.0f, p, ATTN_BK, dob, ld, 1.0f, dvb + j0 * D, ld);
+        gemm(f, NO_TRANS, NO_TRANS, n, D, nk, d->scale, ds, ATTN_BK, kb + j0 * D, ld, 1.0f, dqb, ld);
+        gemm(f, TRANS, NO_TRANS, nk, D, n, d->scale, ds, ATTN_BK, qb, ld, 1.0f, dkb + j0 * D, ld);
+    }
 }
 
 spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
@@ -126,79 +386,38 @@ spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
     spin_status st = attn_setup(c, 6, 7, "ATTENTION_BACK", &d);
     if (st != SPIN_OK)
         return st;
-    const float *q = cpu_f32(&c->in[0]), *k = cpu_f32(&c->in[1]), *v = cpu_f32(&c->in[2]);
-    const float *o = cpu_f32(&c->in[3]), *lse = cpu_f32(&c->in[4]), *dout = cpu_f32(&c->in[5]);
-    float *dq = cpu_f32(&c->out[0]), *dk = cpu_f32(&c->out[1]), *dv = cpu_f32(&c->out[2]);
+    attn_back_io io = {cpu_f32(&c->in[0]),  cpu_f32(&c->in[1]),  cpu_f32(&c->in[2]),
+                       cpu_f32(&c->in[3]),  cpu_f32(&c->in[4]),  cpu_f32(&c->in[5]),
+                       cpu_f32(&c->out[0]), cpu_f32(&c->out[1]), cpu_f32(&c->out[2])};
     const int64_t B = d.B, Hq = d.Hq, Hkv = d.Hkv, Tq = d.Tq, Tk = d.Tk, D = d.D, G = d.group;
+    const int64_t nqb = (Tq + ATTN_BQ - 1) / ATTN_BQ, ntask = B * Hkv;
+    if (ntask == 0)
+        return SPIN_OK;
     const int64_t work = B * Hq * Tq * Tk * D;
-    /* rowdot[row] = do_i . o_i, the softmax-backward correction shared by dq and dk. */
-    float *rowdot = malloc((size_t)(B * Hq * Tq > 0 ? B * Hq * Tq : 1) * sizeof *rowdot);
-    if (!rowdot)
-        return spin_fail(SPIN_ERR_OOM, "ATTENTION_BACK: no host memory for %lld rows",
-                         (long long)(B * Hq * Tq));
-
-        /* dq: each query row gathers over its visible keys. */
-#pragma omp parallel for collapse(3) schedule(static) if (work > ATTN_PAR_WORK)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < Hq; h++)
-            for (int64_t i = 0; i < Tq; i++) {
-                const int64_t row = (b * Hq + h) * Tq + i;
-                const int64_t kvbase = (b * Hkv + h / G) * Tk;
-                const float *qi = q + row * D, *doi = dout + row * D;
-                const float *mrow = d.kmask ? d.kmask + b * Tk : NULL;
-                float *dqi = dq + row * D;
-                const float Di = dotf(doi, o + row * D, D), L = lse[row];
-                rowdot[row] = Di;
-                for (int64_t e = 0; e < D; e++)
-                    dqi[e] = 0;
-                if (L == -INFINITY)
-                    continue; /* no visible key: the output was a constant 0 */
-                int64_t lo, hi;
-                attn_range(&d, d.qpos[b * Tq + i], &lo, &hi);
-                for (int64_t j = lo; j <= hi; j++) {
-                    if (mrow && mrow[j] == 0.0f)
-                        continue;
-                    const float *kj = k + (kvbase + j) * D, *vj = v + (kvbase + j) * D;
-                    float p = expf(d.scale * dotf(qi, kj, D) - L);
-                    float ds = p * (dotf(doi, vj, D) - Di) * d.scale;
-                    for (int64_t e = 0; e < D; e++)
-                        dqi[e] += ds * kj[e];
+    const int nt = work > ATTN_PAR_WORK ? cpu_threads() : 1;
+    char *scratch = malloc((size_t)nt * scratch_bytes());
+    if (!scratch)
+        return spin_fail(SPIN_ERR_OOM, "ATTENTION_BACK: no host memory for %d scratch blocks", nt);
+    cpu_sgemm_fn f = cpu_blas_sgemm();
+    /* dk and dv of a kv head gather over the query heads of its group and their query blocks in
+     * a fixed order inside one task, instead of tasks scattering into shared keys; the same task
+     * owns the dq rows of those query heads. */
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        attn_scratch w = scratch_at(scratch, omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntask; t++) {
+            const int64_t b = t / Hkv, g = t % Hkv;
+            const int64_t kv0 = (b * Hkv + g) * Tk * D;
+            memset(io.dk + kv0, 0, (size_t)(Tk * D) * sizeof(float));
+            memset(io.dv + kv0, 0, (size_t)(Tk * D) * sizeof(float));
+            for (int64_t h = g * G; h < (g + 1) * G; h++)
+                for (int64_t qb = 0; qb < nqb; qb++) {
+                    const int64_t i0 = qb * ATTN_BQ, n = Tq - i0 < ATTN_BQ ? Tq - i0 : ATTN_BQ;
+                    back_block(&d, f, &io, b, h, i0, n, &w);
                 }
-            }
-
-            /* dk, dv: each key gathers over the query heads of its group and the queries that see it,
-             * in a fixed order, instead of queries scattering into shared keys. */
-#pragma omp parallel for collapse(3) schedule(static) if (work > ATTN_PAR_WORK)
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t g = 0; g < Hkv; g++)
-            for (int64_t j = 0; j < Tk; j++) {
-                const int64_t kv = (b * Hkv + g) * Tk + j;
-                const float *kj = k + kv * D, *vj = v + kv * D;
-                float *dkj = dk + kv * D, *dvj = dv + kv * D;
-                for (int64_t e = 0; e < D; e++)
-                    dkj[e] = dvj[e] = 0;
-                if (d.kmask && d.kmask[b * Tk + j] == 0.0f)
-                    continue;
-                for (int64_t i = 0; i < Tq; i++) {
-                    int64_t lo, hi;
-                    attn_range(&d, d.qpos[b * Tq + i], &lo, &hi);
-                    if (j < lo || j > hi)
-                        continue;
-                    for (int64_t h = g * G; h < (g + 1) * G; h++) {
-                        const int64_t row = (b * Hq + h) * Tq + i;
-                        const float L = lse[row];
-                        if (L == -INFINITY)
-                            continue;
-                        const float *qi = q + row * D, *doi = dout + row * D;
-                        float p = expf(d.scale * dotf(qi, kj, D) - L);
-                        float ds = p * (dotf(doi, vj, D) - rowdot[row]) * d.scale;
-                        for (int64_t e = 0; e < D; e++) {
-                            dvj[e] += p * doi[e];
-                            dkj[e] += ds * qi[e];
-                        }
-                    }
-                }
-            }
-    free(rowdot);
+        }
+    }
+    free(scratch);
     return SPIN_OK;
 }
