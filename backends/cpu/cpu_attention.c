@@ -3,39 +3,38 @@
  * backward recomputes the probabilities from it.
  *
  * Determinism: the forward's tasks (b, query head, query block) and the backward's tasks
- * (b, kv head) each own disjoint output rows and do their work in an order fixed by the shapes
- * alone, and every sgemm runs single-threaded (inside an active OpenMP region, or too small for
- * OpenBLAS to split), so the results do not depend on the OpenMP thread count or schedule. */
+ * (b, kv head), or (b, query head) with partial dk, dv sums added in head order, each own disjoint
+ * output rows and do their work in an order fixed by the shapes alone; row sums use a fixed lane
+ * order (lanes_fold), so neither vectorisation nor buffer alignment changes them; and every sgemm
+ * runs single-threaded (inside an active OpenMP region, on a one-thread run where OpenBLAS has
+ * one thread too, or too small for OpenBLAS to split). So the results do not depend on the OpenMP
+ * thread count or schedule. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/cpu_math.h"
 
 /* Calls with less work than this run on one thread: thread start-up would cost more. It is also
  * below OpenBLAS's own threading threshold for one sgemm (m n k <= 262144), so the serial path
  * never gets a multi-threaded sgemm either. */
 #define ATTN_PAR_WORK 32768
 
-/* The exp loops dominate the non-BLAS time; the SSE2 baseline of a generic build runs them at a
- * quarter of AVX-512's width, so x86-64 builds get per-ISA clones picked at load time. The clones
- * compute the same operations in the same order (no contraction into FMA in ISO C mode), so
- * their results agree bit for bit. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define ATTN_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef ATTN_SIMD_CLONES
-#define ATTN_SIMD_CLONES
-#endif
+/* The exp loops dominate the non-BLAS time: they use cpu_expf and per-ISA clones
+ * (CPU_VECTOR_CLONES, cpu_math.h), whose variants agree bit for bit. */
 
 /* Query rows per block: enough rows for sgemm to reach its speed, few enough that causal blocks
  * skip most masked keys. Keys per tile: bounds the score scratch (BQ x BK floats, which stays in
  * L2 with the K and V tiles) for any Tk. */
 #define ATTN_BQ 64
 #define ATTN_BK 256
+
+/* The backward splits a kv head's work by query head while there are fewer (b, kv head) tasks
+ * than this, if the partial dk, dv sums fit in ATTN_BACK_PART_BYTES. */
+#define ATTN_BACK_KV_TASKS 16
+#define ATTN_BACK_PART_BYTES (64 << 20)
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
@@ -123,34 +122,6 @@ static void gemm(cpu_sgemm_fn f, int ta, int tb, int64_t m, int64_t n, int64_t k
     f(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
-/* exp for x <= ~0 (scores minus their row max or log-sum-exp), written so loops over it
- * vectorise: a round-to-nearest split x = n ln2 + r, a degree-6 polynomial for e^r on
- * |r| <= ln2/2 (Cephes expf, within 2 ulp of expf), and 2^n built in the exponent bits. Below
- * -87 (e^-87 ~ 1.6e-38, the edge of the normal range) it returns 0, which also maps the -inf of
- * masked scores to a probability of exactly 0. */
-static inline float attn_exp(float x) {
-    float xc = x > -87.0f ? x : -87.0f;
-    xc = xc < 88.0f ? xc : 88.0f;
-    /* adding 1.5 * 2^23 rounds to an integer and leaves it in the low mantissa bits */
-    const float t = xc * 1.44269504088896341f + 12582912.0f;
-    const float n = t - 12582912.0f;
-    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.0f;
-    int32_t tb, eb;
-    float two_n;
-    memcpy(&tb, &t, sizeof tb);
-    eb = (tb - 0x4B400000 + 127) << 23;
-    memcpy(&two_n, &eb, sizeof two_n);
-    const float res = y * two_n;
-    return x >= -87.0f ? res : 0.0f;
-}
-
 /* Sums are kept in ATTN_LANES partial sums, lane l taking elements l, l + ATTN_LANES, ..., and
  * folded in a fixed tree: C semantics then fix the order of every addition whatever the compiler
  * vectorises, peels for alignment or targets, so a row's sum never depends on where its buffer
@@ -165,11 +136,10 @@ static inline float lanes_fold(float *acc) {
 }
 
 /* s[j] = e^(s[j] - shift) over a row; returns their sum. */
-ATTN_SIMD_CLONES
-static float exp_shift(float *s, int64_t n, float shift) {
+CPU_VECTOR_CLONES static float exp_shift(float *s, int64_t n, float shift) {
 #pragma omp simd
     for (int64_t j = 0; j < n; j++)
-        s[j] = attn_exp(s[j] - shift);
+        s[j] = cpu_expf(s[j] - shift);
     float acc[ATTN_LANES] = {0};
     int64_t j = 0;
     for (; j + ATTN_LANES <= n; j += ATTN_LANES)
@@ -193,7 +163,7 @@ static float dot_lanes(const float *a, const float *b, int64_t n) {
 }
 
 /* Sets s[0, a) and s[e, n) to 0 (keys outside every visible range of the row) and the masked keys
- * in between to -INFINITY, which attn_exp turns into 0. mask points at the key of column 0. */
+ * in between to -INFINITY, which cpu_expf turns into 0. mask points at the key of column 0. */
 static inline void clip_row(float *s, int64_t n, int64_t a, int64_t e, const float *mask) {
     for (int64_t j = 0; j < a; j++)
         s[j] = 0.0f;
@@ -208,9 +178,9 @@ static inline void clip_row(float *s, int64_t n, int64_t a, int64_t e, const flo
 
 /* Per-thread scratch of one kernel call, carved from a single allocation. */
 typedef struct {
-    float *s, *dp;        /* [ATTN_BQ][ATTN_BK] */
-    float *m, *l, *rowd;  /* [ATTN_BQ] */
-    int64_t *lo, *hi;     /* [ATTN_BQ] */
+    float *s, *dp;       /* [ATTN_BQ][ATTN_BK] */
+    float *m, *l, *rowd; /* [ATTN_BQ] */
+    int64_t *lo, *hi;    /* [ATTN_BQ] */
 } attn_scratch;
 
 static size_t scratch_bytes(void) {
@@ -334,16 +304,17 @@ typedef struct {
     float *dq, *dk, *dv;
 } attn_back_io;
 
-/* One query block of head h against its kv head: writes its dq rows, accumulates into dk, dv. */
+/* One query block of head h against its kv head: writes its dq rows, accumulates into dkb, dvb
+ * ([Tk, D] each: the kv head's dk, dv or a partial sum of them). */
 static void back_block(const attn_dims *d, cpu_sgemm_fn f, const attn_back_io *io, int64_t b, int64_t h,
-                       int64_t i0, int64_t n, attn_scratch *w) {
+                       int64_t i0, int64_t n, float *dkb, float *dvb, attn_scratch *w) {
     const int64_t D = d->D, Tk = d->Tk, ld = D > 0 ? D : 1;
     const int64_t row0 = (b * d->Hq + h) * d->Tq + i0;
     const int64_t kvbase = (b * d->Hkv + h / d->group) * Tk;
     const float *qb = io->q + row0 * D, *dob = io->dout + row0 * D, *ob = io->o + row0 * D;
     const float *kb = io->k + kvbase * D, *vb = io->v + kvbase * D, *lb = io->lse + row0;
     const float *mrow = d->kmask ? d->kmask + b * Tk : NULL;
-    float *dqb = io->dq + row0 * D, *dkb = io->dk + kvbase * D, *dvb = io->dv + kvbase * D;
+    float *dqb = io->dq + row0 * D;
     memset(dqb, 0, (size_t)(n * D) * sizeof *dqb);
     int64_t jlo, jhi;
     /* rows whose lse is -inf saw no key: their output was a constant 0 */
@@ -390,34 +361,62 @@ spin_status cpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
                        cpu_f32(&c->in[3]),  cpu_f32(&c->in[4]),  cpu_f32(&c->in[5]),
                        cpu_f32(&c->out[0]), cpu_f32(&c->out[1]), cpu_f32(&c->out[2])};
     const int64_t B = d.B, Hq = d.Hq, Hkv = d.Hkv, Tq = d.Tq, Tk = d.Tk, D = d.D, G = d.group;
-    const int64_t nqb = (Tq + ATTN_BQ - 1) / ATTN_BQ, ntask = B * Hkv;
-    if (ntask == 0)
+    const int64_t nqb = (Tq + ATTN_BQ - 1) / ATTN_BQ, kvn = Tk * D;
+    if (B * Hkv == 0)
         return SPIN_OK;
+    /* With few kv heads (B = 1, GQA) the (b, kv head) tasks cannot load the cores, so each query
+     * head becomes a task: the first head of a group accumulates into dk, dv, the others into
+     * partial sums that are then added in head order. Decided by the shapes alone, so a given
+     * shape always sums in the same order. */
+    const int64_t part_floats = (G - 1) * B * Hkv * 2 * kvn;
+    const bool by_head =
+        G > 1 && B * Hkv < ATTN_BACK_KV_TASKS && part_floats <= ATTN_BACK_PART_BYTES / (int64_t)sizeof(float);
+    const int64_t ntask = by_head ? B * Hq : B * Hkv;
     const int64_t work = B * Hq * Tq * Tk * D;
     const int nt = work > ATTN_PAR_WORK ? cpu_threads() : 1;
     char *scratch = malloc((size_t)nt * scratch_bytes());
-    if (!scratch)
+    float *part = by_head ? malloc((size_t)part_floats * sizeof(float)) : NULL;
+    if (!scratch || (by_head && !part)) {
+        free(scratch);
         return spin_fail(SPIN_ERR_OOM, "ATTENTION_BACK: no host memory for %d scratch blocks", nt);
+    }
     cpu_sgemm_fn f = cpu_blas_sgemm();
     /* dk and dv of a kv head gather over the query heads of its group and their query blocks in
-     * a fixed order inside one task, instead of tasks scattering into shared keys; the same task
-     * owns the dq rows of those query heads. */
+     * a fixed order, instead of tasks scattering into shared keys; the task of a query head owns
+     * its dq rows. */
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         attn_scratch w = scratch_at(scratch, omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < ntask; t++) {
-            const int64_t b = t / Hkv, g = t % Hkv;
-            const int64_t kv0 = (b * Hkv + g) * Tk * D;
-            memset(io.dk + kv0, 0, (size_t)(Tk * D) * sizeof(float));
-            memset(io.dv + kv0, 0, (size_t)(Tk * D) * sizeof(float));
-            for (int64_t h = g * G; h < (g + 1) * G; h++)
+            const int64_t b = by_head ? t / Hq : t / Hkv;
+            const int64_t h0 = by_head ? t % Hq : t % Hkv * G, h1 = by_head ? h0 + 1 : h0 + G;
+            const int64_t g = h0 / G, slot = h0 - g * G;
+            float *dkb = io.dk + (b * Hkv + g) * kvn, *dvb = io.dv + (b * Hkv + g) * kvn;
+            if (slot > 0) {
+                dkb = part + (((b * Hkv + g) * (G - 1) + slot - 1) * 2) * kvn;
+                dvb = dkb + kvn;
+            }
+            memset(dkb, 0, (size_t)kvn * sizeof(float));
+            memset(dvb, 0, (size_t)kvn * sizeof(float));
+            for (int64_t h = h0; h < h1; h++)
                 for (int64_t qb = 0; qb < nqb; qb++) {
                     const int64_t i0 = qb * ATTN_BQ, n = Tq - i0 < ATTN_BQ ? Tq - i0 : ATTN_BQ;
-                    back_block(&d, f, &io, b, h, i0, n, &w);
+                    back_block(&d, f, &io, b, h, i0, n, dkb, dvb, &w);
                 }
         }
+        if (by_head) {
+#pragma omp for schedule(static)
+            for (int64_t x = 0; x < B * Hkv * kvn; x++) {
+                const float *px = part + (x / kvn) * (G - 1) * 2 * kvn + x % kvn;
+                float sk = io.dk[x], sv = io.dv[x];
+                for (int64_t s = 0; s < G - 1; s++)
+                    sk += px[2 * s * kvn], sv += px[(2 * s + 1) * kvn];
+                io.dk[x] = sk, io.dv[x] = sv;
+            }
+        }
     }
+    free(part);
     free(scratch);
     return SPIN_OK;
 }
