@@ -44,11 +44,11 @@ static char *read_file(const char *path, size_t *len) {
 
 int cmd_demo(int argc, char **argv) {
     const char *text_path = NULL;
-    int steps = 300, seq = 48, batch = 8;
+    int steps = 1000, seq = 48, batch = 8;
     float lr = 0.5f;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: spin demo [--text FILE] [--steps N (300)] [--lr X (0.5)]\n"
+            printf("usage: spin demo [--text FILE] [--steps N (1000)] [--lr X (0.5)]\n"
                    "  trains a 2-layer character-level transformer (RMSNorm, RoPE, GQA attention, SwiGLU)\n"
                    "  with SGD on FILE (default: a built-in paragraph) and prints a greedy continuation\n");
             return 0;
