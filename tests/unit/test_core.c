@@ -255,47 +255,47 @@ static void test_checkpoint_recompute_matches(void **state) {
 
 /* ---- a backend that only knows FILL, COPY and ADD: everything else falls back to the CPU ---- */
 
-static int fake_count(void) {
+static int partial_count(void) {
     return 1;
 }
-static spin_status fake_open(spin_device *d, int i) {
+static spin_status partial_open(spin_device *d, int i) {
     (void)i;
-    snprintf(d->name, sizeof d->name, "fake:0");
+    snprintf(d->name, sizeof d->name, "partial:0");
     return SPIN_OK;
 }
-static bool fake_supports(spin_device *d, spin_kernel k, const spin_dtype *in, int n_in,
+static bool partial_supports(spin_device *d, spin_kernel k, const spin_dtype *in, int n_in,
                           const spin_dtype *out, int n_out) {
     (void)d, (void)in, (void)n_in, (void)out, (void)n_out;
     return k == SPIN_K_FILL || k == SPIN_K_COPY || k == SPIN_K_ADD;
 }
-static spin_backend fake;
+static spin_backend partial;
 
 static void test_fallback_to_cpu(void **state) {
     (void)state;
     const spin_backend *c = spin_cpu_backend();
-    fake = *c;
-    fake.name = "fake";
-    fake.device_count = fake_count;
-    fake.device_open = fake_open;
-    fake.supports = fake_supports;
-    fake.describe = NULL;
-    memset(fake.kernels, 0, sizeof fake.kernels);
-    fake.kernels[SPIN_K_FILL] = c->kernels[SPIN_K_FILL];
-    fake.kernels[SPIN_K_COPY] = c->kernels[SPIN_K_COPY];
-    fake.kernels[SPIN_K_ADD] = c->kernels[SPIN_K_ADD];
-    assert_int_equal(spin_backend_register(&fake), SPIN_OK);
-    spin_device *d = spin_device_from_spec("fake:0");
+    partial = *c;
+    partial.name = "partial";
+    partial.device_count = partial_count;
+    partial.device_open = partial_open;
+    partial.supports = partial_supports;
+    partial.describe = NULL;
+    memset(partial.kernels, 0, sizeof partial.kernels);
+    partial.kernels[SPIN_K_FILL] = c->kernels[SPIN_K_FILL];
+    partial.kernels[SPIN_K_COPY] = c->kernels[SPIN_K_COPY];
+    partial.kernels[SPIN_K_ADD] = c->kernels[SPIN_K_ADD];
+    assert_int_equal(spin_backend_register(&partial), SPIN_OK);
+    spin_device *d = spin_device_from_spec("partial:0");
     assert_non_null(d);
-    assert_null(spin_device_from_spec("fake:3"));
+    assert_null(spin_device_from_spec("partial:3"));
     assert_non_null(strstr(spin_last_error(), "1 device"));
     assert_null(spin_device_from_spec("nosuch"));
-    assert_non_null(strstr(spin_last_error(), "compiled: cpu, fake"));
+    assert_non_null(strstr(spin_last_error(), "compiled: cpu, partial"));
     spin_scope_begin();
     int64_t n = 3;
     spin_tensor *a = spin_from_host(d, SPIN_F32, 1, &n, (float[]){1, 2, 3});
     spin_tensor *s = spin_add(a, a);
     assert_int_equal(spin_fallback_total(d), 0);
-    spin_tensor *m = spin_mul(s, a); /* MUL is not on the fake device */
+    spin_tensor *m = spin_mul(s, a); /* MUL is not on the partial device */
     assert_int_equal(d->fallbacks[SPIN_K_MUL], 1);
     float got[3];
     spin_tensor_read_f32(m, got, 3);
@@ -304,7 +304,7 @@ static void test_fallback_to_cpu(void **state) {
     /* tensors on different devices are refused */
     spin_tensor *onc = spin_from_host(cpu, SPIN_F32, 1, &n, (float[]){1, 2, 3});
     assert_null(spin_add(a, onc));
-    assert_non_null(strstr(spin_last_error(), "fake:0"));
+    assert_non_null(strstr(spin_last_error(), "partial:0"));
     spin_scope_end();
 }
 
