@@ -11,6 +11,7 @@ static void usage(FILE *f) {
                "  info       build options, backends and devices, BLAS and its kernel, threads\n"
                "  selftest   run the op case table on a device against the double-precision reference\n"
                "  demo       train a small character-level transformer and print a greedy continuation\n"
+               "  tokenize   text <-> token ids (tokenizer.json, model directory or GGUF; JSON lines)\n"
                "\n"
                "environment:\n"
                "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
@@ -39,6 +40,8 @@ int main(int argc, char **argv) {
         return cmd_selftest(argc - 1, argv + 1);
     if (!strcmp(cmd, "demo"))
         return cmd_demo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return cmd_tokenize(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

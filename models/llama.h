@@ -1,0 +1,107 @@
+/* The Llama-family decoder (LlamaForCausalLM, MistralForCausalLM) with the math of Hugging Face
+ * transformers: token embedding; per layer x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x))))
+ * and x += down(silu(gate(n2(x))) * up(n2(x))) with RMSNorm n1, n2 (f32, weighted), HF rotate-half
+ * RoPE (default or llama3-scaled frequencies), causal grouped-query attention (Mistral: sliding
+ * window); a final RMSNorm; the lm head (or the tied embedding). Weights use HF names and the HF
+ * Linear layout [out, in] (y = x W^T).
+ *
+ * One block function serves training (autograd, optional per-layer recompute) and inference with
+ * a KV cache, so the two cannot drift apart. */
+#ifndef SPIN_MODELS_LLAMA_H
+#define SPIN_MODELS_LLAMA_H
+
+#include "models/llama_config.h"
+#include "ops/ops.h"
+
+typedef struct {
+    spin_tensor *input_norm, *q, *k, *v, *o, *post_norm, *gate, *up, *down;
+} spin_llama_layer;
+
+typedef struct {
+    spin_llama_config cfg;
+    spin_device *dev;
+    spin_tensor *embed, *norm;
+    spin_tensor *lm_head; /* == embed when tie_word_embeddings (not a separate reference) */
+    spin_llama_layer *layers;
+    /* every parameter (requires grad) with its HF name, in HF order; a tied head is not repeated */
+    int n_params;
+    spin_tensor **params;
+    char **names;
+    spin_tensor *inv_freq; /* [head_dim / 2] f32 constant */
+    bool recompute;        /* recompute each layer in backward instead of keeping its activations */
+    int64_t loss_chunk;    /* tokens per chunk in the fused head + loss (default 256) */
+} spin_llama;
+
+/* Loads a model: `path` is a directory (config.json, generation_config.json when present, and
+ * model.safetensors or model.safetensors.index.json), or a .safetensors / index file whose
+ * directory holds config.json. F32/F16/BF16 weights become f32 parameters (requires grad) on dev.
+ * Every expected tensor must be present with its shape; an unexpected tensor is an error (except
+ * the rotary_emb.inv_freq buffers of old checkpoints, and lm_head.weight of a tied model). */
+spin_status spin_llama_load(const char *path, spin_device *dev, spin_llama **out);
+/* Builds a model for cfg (copied) from any source of weights (safetensors, GGUF, ...): fn is
+ * called once per parameter, in HF order, with its HF name and shape [out, in], and returns a new
+ * f32 tensor of exactly that shape on dev (the model takes the reference), or NULL after
+ * spin_fail. The model marks them requires-grad. */
+typedef spin_tensor *(*spin_llama_tensor_fn)(void *ctx, const char *hf_name, int ndim, const int64_t *shape);
+spin_status spin_llama_build(const spin_llama_config *cfg, spin_device *dev, spin_llama_tensor_fn fn,
+                             void *ctx, spin_llama **out);
+/* A model with random weights (normal, std 0.02; norms 1), seeded. cfg is copied. */
+spin_status spin_llama_init(const spin_llama_config *cfg, spin_device *dev, uint64_t seed, spin_llama **out);
+void spin_llama_free(spin_llama *m);
+/* The parameter with HF name `name` (borrowed), or NULL. */
+spin_tensor *spin_llama_param(const spin_llama *m, const char *name);
+/* The output projection [vocab, hidden] (borrowed): lm_head.weight, or the embedding when tied. */
+spin_tensor *spin_llama_head(const spin_llama *m);
+
+/* Writes dir/model.safetensors (f32), dir/config.json, dir/generation_config.json, creating dir
+ * if needed. Nothing is written when one of them exists, unless overwrite. */
+spin_status spin_llama_save(const spin_llama *m, const char *dir, bool overwrite);
+/* Same, storing the weights as dtype (SPIN_F32, SPIN_BF16 or SPIN_F16). */
+spin_status spin_llama_save_as(const spin_llama *m, const char *dir, spin_dtype dtype, bool overwrite);
+
+/* KV cache for `batch` rows of up to max_len slots: per layer k and v [batch, kv_heads, max_len,
+ * head_dim] and a key mask [batch, max_len] of valid slots. Each row has its own length: a forward
+ * with the cache writes row b's T new tokens into its slots row_len[b] .. row_len[b]+T-1 (then
+ * row_len[b] += T); len is the longest row. Rows can be emptied and refilled independently. */
+typedef struct {
+    int64_t batch, max_len, len;
+    int64_t *row_len; /* [batch] */
+    int n_layers;
+    spin_tensor **k, **v;
+    spin_tensor *kmask;
+} spin_llama_cache;
+
+spin_llama_cache *spin_llama_cache_new(const spin_llama *m, int64_t batch, int64_t max_len);
+void spin_llama_cache_free(spin_llama_cache *c);
+/* Empties the cache (every row length 0, every slot invalid). */
+spin_status spin_llama_cache_reset(spin_llama_cache *c);
+/* Empties one row (e.g. a finished sequence whose slot gets the next prompt). */
+spin_status spin_llama_cache_reset_row(spin_llama_cache *c, int64_t row);
+/* Replaces row drow of dst with row srow of src (e.g. a prompt prefilled alone in a batch-1
+ * cache): its k, v, valid slots and length. Same model, any batch sizes. */
+spin_status spin_llama_cache_copy_row(spin_llama_cache *dst, int64_t drow, const spin_llama_cache *src,
+                                      int64_t srow);
+
+/* Final hidden states [B*T, hidden] (after the final norm) for ids i32 [B, T].
+ * pos: i32 [B, T] RoPE positions, or NULL for 0..T-1 (with a cache: each row's slots
+ * row_len[b] .. row_len[b]+T-1).
+ * key_mask: f32 [B, T], 0 for padding tokens no query may attend to, or NULL (all valid).
+ * cache: NULL for a training/scoring forward (recorded for autograd when parameters require grad);
+ * otherwise an inference step that appends to the cache (run without recording) and attends to
+ * every valid slot up to its own, with the query at its slot position. */
+spin_tensor *spin_llama_forward(spin_llama *m, spin_tensor *ids, spin_tensor *pos, spin_tensor *key_mask,
+                                spin_llama_cache *cache);
+/* hidden [N, hidden] -> logits [N, vocab] (materialised: for inference and tests). */
+spin_tensor *spin_llama_logits(spin_llama *m, spin_tensor *hidden);
+/* Mean cross-entropy over non-ignored targets i32 [N] through the lm head, chunked: the [N, vocab]
+ * logits never exist whole. Shape []. */
+spin_tensor *spin_llama_loss(spin_llama *m, spin_tensor *hidden, spin_tensor *targets, int32_t ignore_index);
+/* Per-token log-probs [N] of targets (0 where ignored); see spin_linear_logprob for the extras. */
+spin_tensor *spin_llama_logprob(spin_llama *m, spin_tensor *hidden, spin_tensor *targets,
+                                int32_t ignore_index, spin_tensor **logit_sum, spin_tensor **lse);
+/* transformers' causal-LM label shift on the host: targets[b, t] = labels[b, t + 1], and
+ * ignore_index at t = T - 1, so position t predicts token t + 1. */
+void spin_llama_shift_labels(const int32_t *labels, int64_t batch, int64_t t, int32_t ignore_index,
+                             int32_t *targets);
+
+#endif
