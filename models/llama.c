@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "core/log.h"
@@ -115,6 +116,7 @@ void spin_llama_free(spin_llama *m) {
     free(m->layers);
     spin_tensor_release(m->inv_freq);
     spin_llama_config_free(&m->cfg);
+    free(m->source);
     free(m);
 }
 
@@ -172,6 +174,9 @@ static spin_tensor *st_fn(void *vctx, const char *name, int ndim, const int64_t 
 
 spin_status spin_llama_load(const char *path, spin_device *dev, spin_llama **out) {
     *out = NULL;
+    size_t pl = strlen(path);
+    if (pl > 5 && !strcasecmp(path + pl - 5, ".gguf"))
+        return spin_llama_load_gguf(path, dev, out);
     spin_llama_config cfg;
     SPIN_TRY(spin_llama_config_load(path, &cfg));
     spin_safetensors *st = NULL;
@@ -195,6 +200,8 @@ spin_status spin_llama_load(const char *path, spin_device *dev, spin_llama **out
                       in->name, m->cfg.architecture, (long long)m->cfg.num_hidden_layers);
     }
     spin_st_close(st);
+    if (s == SPIN_OK && !(m->source = strdup(path)))
+        s = spin_fail(SPIN_ERR_OOM, "%s: out of host memory", path);
     if (s != SPIN_OK) {
         spin_llama_free(m);
         return s;
@@ -232,24 +239,85 @@ spin_tensor *spin_llama_head(const spin_llama *m) {
     return m->lm_head;
 }
 
+/* The tokenizer files a saved model carries along so transformers / vLLM load it. */
+static const char *const tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json",
+                                              "special_tokens_map.json"};
+enum { N_TOKENIZER_FILES = 3 };
+
+/* The directory of m->source ("" when the model was built in code or came from a GGUF file). */
+static void source_dir(const spin_llama *m, char *dir, size_t cap) {
+    dir[0] = 0;
+    struct stat sb;
+    if (!m->source || stat(m->source, &sb) != 0)
+        return;
+    size_t n = strlen(m->source);
+    if (n > 5 && !strcasecmp(m->source + n - 5, ".gguf"))
+        return;
+    snprintf(dir, cap, "%s", m->source);
+    if (!S_ISDIR(sb.st_mode)) {
+        char *sl = strrchr(dir, '/');
+        if (sl)
+            *sl = 0;
+        else
+            snprintf(dir, cap, ".");
+    }
+}
+
+static spin_status copy_file(const char *from, const char *to, bool overwrite) {
+    FILE *f = fopen(from, "rb");
+    if (!f)
+        return spin_fail(SPIN_ERR_IO, "%s: cannot open: %s", from, strerror(errno));
+    spin_status s = SPIN_OK;
+    char *buf = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = malloc((size_t)n + 1);
+        if (!buf)
+            s = spin_fail(SPIN_ERR_OOM, "%s: out of host memory", from);
+        else if (fread(buf, 1, (size_t)n, f) != (size_t)n)
+            s = spin_fail(SPIN_ERR_IO, "%s: read failed", from);
+    } else {
+        s = spin_fail(SPIN_ERR_IO, "%s: cannot size: %s", from, strerror(errno));
+    }
+    fclose(f);
+    if (s == SPIN_OK)
+        s = spin_write_file_atomic(to, buf, (size_t)n, overwrite);
+    free(buf);
+    return s;
+}
+
 spin_status spin_llama_save_as(const spin_llama *m, const char *dir, spin_dtype dtype, bool overwrite) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return spin_fail(SPIN_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
-    char st[4200], cp[4200], gp[4200];
+    char st[4200], cp[4200], gp[4200], src[4096], tf[N_TOKENIZER_FILES][4200], tt[N_TOKENIZER_FILES][4200];
     snprintf(st, sizeof st, "%s/model.safetensors", dir);
     snprintf(cp, sizeof cp, "%s/config.json", dir);
     snprintf(gp, sizeof gp, "%s/generation_config.json", dir);
-    struct stat sb;
-    const char *paths[3] = {st, cp, gp};
-    for (int i = 0; i < 3 && !overwrite; i++)
-        if (stat(paths[i], &sb) == 0)
+    struct stat sb, db;
+    /* tokenizer files of the source directory (not when saving into that same directory) */
+    source_dir(m, src, sizeof src);
+    bool same = src[0] && stat(src, &sb) == 0 && stat(dir, &db) == 0 && sb.st_dev == db.st_dev &&
+                sb.st_ino == db.st_ino;
+    for (int i = 0; i < N_TOKENIZER_FILES; i++) {
+        snprintf(tf[i], sizeof tf[i], "%s/%s", src, tokenizer_files[i]);
+        snprintf(tt[i], sizeof tt[i], "%s/%s", dir, tokenizer_files[i]);
+        if (!src[0] || same || stat(tf[i], &sb) != 0)
+            tf[i][0] = 0;
+    }
+    const char *paths[3 + N_TOKENIZER_FILES] = {st, cp, gp, tt[0], tt[1], tt[2]};
+    for (int i = 0; i < 3 + N_TOKENIZER_FILES && !overwrite; i++)
+        if ((i < 3 || tf[i - 3][0]) && stat(paths[i], &sb) == 0)
             return spin_fail(SPIN_ERR_IO, "%s: already exists (not overwritten unless asked)", paths[i]);
     SPIN_TRY(spin_st_save(st, m->n_params, (const char *const *)m->names, m->params, dtype, overwrite));
-    return spin_llama_config_save(&m->cfg, dir,
-                                  dtype == SPIN_F32    ? "float32"
-                                  : dtype == SPIN_BF16 ? "bfloat16"
-                                                       : "float16",
-                                  overwrite);
+    SPIN_TRY(spin_llama_config_save(&m->cfg, dir,
+                                    dtype == SPIN_F32    ? "float32"
+                                    : dtype == SPIN_BF16 ? "bfloat16"
+                                                         : "float16",
+                                    overwrite));
+    for (int i = 0; i < N_TOKENIZER_FILES; i++)
+        if (tf[i][0])
+            SPIN_TRY(copy_file(tf[i], tt[i], overwrite));
+    return SPIN_OK;
 }
 
 spin_status spin_llama_save(const spin_llama *m, const char *dir, bool overwrite) {

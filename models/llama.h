@@ -10,6 +10,7 @@
 #ifndef SPIN_MODELS_LLAMA_H
 #define SPIN_MODELS_LLAMA_H
 
+#include "models/gguf.h"
 #include "models/llama_config.h"
 #include "ops/ops.h"
 
@@ -30,14 +31,34 @@ typedef struct {
     spin_tensor *inv_freq; /* [head_dim / 2] f32 constant */
     bool recompute;        /* recompute each layer in backward instead of keeping its activations */
     int64_t loss_chunk;    /* tokens per chunk in the fused head + loss (default 256) */
+    char *source;          /* the path it was loaded from (directory, .safetensors, index or .gguf file;
+                              owned; NULL when built in code): saving copies the tokenizer files from
+                              there, and spin_llama_save_gguf its tokenizer.ggml.* vocabulary */
 } spin_llama;
 
-/* Loads a model: `path` is a directory (config.json, generation_config.json when present, and
- * model.safetensors or model.safetensors.index.json), or a .safetensors / index file whose
- * directory holds config.json. F32/F16/BF16 weights become f32 parameters (requires grad) on dev.
- * Every expected tensor must be present with its shape; an unexpected tensor is an error (except
- * the rotary_emb.inv_freq buffers of old checkpoints, and lm_head.weight of a tied model). */
+/* Loads a model: `path` is a .gguf file (see spin_llama_load_gguf), a directory (config.json,
+ * generation_config.json when present, and model.safetensors or model.safetensors.index.json), or a
+ * .safetensors / index file whose directory holds config.json. F32/F16/BF16 weights become f32 parameters
+ * (requires grad) on dev. Every expected tensor must be present with its shape; an unexpected tensor is an
+ * error (except the rotary_emb.inv_freq buffers of old checkpoints, and lm_head.weight of a tied model). */
 spin_status spin_llama_load(const char *path, spin_device *dev, spin_llama **out);
+/* A llama model from a GGUF file (llama.cpp; general.architecture must be "llama"): the llama.*
+ * keys become the configuration (tied embeddings when output.weight is absent; bos/eos/pad from
+ * tokenizer.ggml.*), every tensor is dequantized to an f32 parameter under its HF name, with the
+ * attn_q/attn_k rows un-permuted to the HF order. A tensor the configuration does not explain,
+ * rope scaling or partial rotary are errors naming the file and key or tensor. The tokenizer of the
+ * same file: spin_tokenizer_load(path); its chat template: spin_gguf_vocab_read + chat_template.h. */
+spin_status spin_llama_load_gguf(const char *path, spin_device *dev, spin_llama **out);
+/* The configuration a GGUF file describes (as spin_llama_load_gguf reads it). */
+spin_status spin_llama_config_from_gguf(const spin_gguf *g, spin_llama_config *cfg);
+/* Writes the model as one GGUF v3 file that llama.cpp loads (general.architecture "llama"):
+ * llama.* keys, tokenizer.ggml.* copied from the source file when the model came from a GGUF
+ * (otherwise only the bos/eos/pad ids: llama.cpp needs a vocabulary to run it), tensors under their
+ * GGUF names with attn_q/attn_k rows permuted as convert_hf_to_gguf.py does; matrices stored as
+ * type (SPIN_GGML_F32 or SPIN_GGML_F16), norms always F32. llama3 rope scaling is refused; a
+ * Mistral sliding window is not representable (llama.cpp ignores it) and is logged. Atomic; an
+ * existing file is an error unless overwrite. */
+spin_status spin_llama_save_gguf(const spin_llama *m, const char *path, spin_ggml_type type, bool overwrite);
 /* Builds a model for cfg (copied) from any source of weights (safetensors, GGUF, ...): fn is
  * called once per parameter, in HF order, with its HF name and shape [out, in], and returns a new
  * f32 tensor of exactly that shape on dev (the model takes the reference), or NULL after
@@ -54,7 +75,9 @@ spin_tensor *spin_llama_param(const spin_llama *m, const char *name);
 spin_tensor *spin_llama_head(const spin_llama *m);
 
 /* Writes dir/model.safetensors (f32), dir/config.json, dir/generation_config.json, creating dir
- * if needed. Nothing is written when one of them exists, unless overwrite. */
+ * if needed, and copies tokenizer.json, tokenizer_config.json and special_tokens_map.json byte for
+ * byte from the source directory (m->source) where it has them. Nothing is written when one of
+ * them exists, unless overwrite. */
 spin_status spin_llama_save(const spin_llama *m, const char *dir, bool overwrite);
 /* Same, storing the weights as dtype (SPIN_F32, SPIN_BF16 or SPIN_F16). */
 spin_status spin_llama_save_as(const spin_llama *m, const char *dir, spin_dtype dtype, bool overwrite);

