@@ -6,5 +6,7 @@ int cmd_info(int argc, char **argv);
 int cmd_selftest(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_complete(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif

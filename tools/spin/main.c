@@ -12,6 +12,8 @@ static void usage(FILE *f) {
                "  selftest   run the op case table on a device against the double-precision reference\n"
                "  demo       train a small character-level transformer and print a greedy continuation\n"
                "  tokenize   text <-> token ids (tokenizer.json, model directory or GGUF; JSON lines)\n"
+               "  complete   batched generation: prompts in, completions out (JSON lines)\n"
+               "  chat       interactive conversation with a model through its chat template\n"
                "\n"
                "environment:\n"
                "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
@@ -42,6 +44,10 @@ int main(int argc, char **argv) {
         return cmd_demo(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "complete"))
+        return cmd_complete(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat"))
+        return cmd_chat(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
