@@ -26,6 +26,7 @@
 #endif
 
 static cpu_sgemm_fn sgemm;
+static cpu_sgemv_fn sgemv;
 static const char *(*get_corename)(void);
 static char description[512];
 static char chosen_note[128] = "";
@@ -81,6 +82,7 @@ static void load(void) {
     sgemm = (cpu_sgemm_fn)dlsym(h, "cblas_sgemm");
     if (!sgemm)
         SPIN_ABORT("%s has no cblas_sgemm", path);
+    sgemv = (cpu_sgemv_fn)dlsym(h, "cblas_sgemv");
     get_corename = (const char *(*)(void))dlsym(h, "openblas_get_corename");
     void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
     if (set_threads)
@@ -93,6 +95,11 @@ cpu_sgemm_fn cpu_blas_sgemm(void) {
     if (!sgemm)
         load();
     return sgemm;
+}
+
+cpu_sgemv_fn cpu_blas_sgemv(void) {
+    cpu_blas_sgemm();
+    return sgemv;
 }
 
 const char *cpu_blas_describe(void) {

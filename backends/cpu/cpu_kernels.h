@@ -48,6 +48,10 @@ static inline void cpu_rows(const spin_view *v, int64_t *rows, int64_t *cols) {
 typedef void (*cpu_sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a,
                              int lda, const float *b, int ldb, float beta, float *c, int ldc);
 cpu_sgemm_fn cpu_blas_sgemm(void);
+typedef void (*cpu_sgemv_fn)(int order, int trans, int m, int n, float alpha, const float *a, int lda,
+                             const float *x, int incx, float beta, float *y, int incy);
+/* NULL when the library has no cblas_sgemv (matmul then uses sgemm for every shape). */
+cpu_sgemv_fn cpu_blas_sgemv(void);
 const char *cpu_blas_describe(void);
 const char *cpu_blas_corename(void);
 int cpu_threads(void);

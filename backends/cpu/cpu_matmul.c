@@ -35,6 +35,10 @@ spin_status cpu_MATMUL(struct spin_device *dev, const spin_kcall *c) {
     int64_t m = y->shape[y->ndim - 2], n = y->shape[y->ndim - 1], k = a->shape[a->ndim - 1];
     cpu_shape4 as = cpu_pad4(a), bs = cpu_pad4(b), ys = cpu_pad4(y);
     cpu_sgemm_fn gemm = cpu_blas_sgemm();
+    /* One output row (batch-1 decode): sgemm would pack the whole weight matrix for a single row,
+     * tripling the memory traffic of a step that is bound by reading the weights; sgemv streams
+     * it once. */
+    cpu_sgemv_fn gemv = m == 1 ? cpu_blas_sgemv() : NULL;
     float alpha = c->p.f[0], beta = c->p.f[1];
     for (int64_t i0 = 0; i0 < ys.n[0]; i0++)
         for (int64_t i1 = 0; i1 < ys.n[1]; i1++) {
@@ -47,6 +51,14 @@ spin_status cpu_MATMUL(struct spin_device *dev, const spin_kcall *c) {
                 for (int64_t r = 0; r < m; r++)
                     for (int64_t q = 0; q < n; q++)
                         yp[r * ldc + q] = beta == 0.0f ? 0.0f : beta * yp[r * ldc + q];
+                continue;
+            }
+            if (gemv) {
+                int64_t inc = ta == NO_TRANS ? 1 : lda;
+                if (tb == NO_TRANS) /* b stored [k, n]: y = b^T a */
+                    gemv(ROW_MAJOR, TRANS, (int)k, (int)n, alpha, bp, (int)ldb, ap, (int)inc, beta, yp, 1);
+                else /* b stored [n, k]: y = b a */
+                    gemv(ROW_MAJOR, NO_TRANS, (int)n, (int)k, alpha, bp, (int)ldb, ap, (int)inc, beta, yp, 1);
                 continue;
             }
             gemm(ROW_MAJOR, ta, tb, (int)m, (int)n, (int)k, alpha, ap, (int)lda, bp, (int)ldb, beta, yp,
