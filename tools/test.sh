@@ -46,6 +46,18 @@ real_model() {
         return 0
     fi
     # from build/tests, as ctest runs them: their round-trip files stay there
+    # the CLI end to end: two chat prompts through `spin complete`, and no silent clobbering
+    local gguf="$model_cache/SmolLM2-135M-Instruct.Q4_1.gguf" out=/tmp/spin-complete-smoke.jsonl
+    rm -f "$out"
+    printf '%s\n' '{"messages": [{"role": "user", "content": "What is the capital of France?"}]}' \
+        '{"prompt": "1, 2, 3, 4,"}' |
+        build/bin/spin complete --model "$gguf" --max-new-tokens 12 --output "$out" || return 1
+    [ "$(wc -l <"$out")" -eq 2 ] && grep -q Paris "$out" || { echo "unexpected completions:"; cat "$out"; return 1; }
+    if echo '{"prompt": "x"}' | build/bin/spin complete --model "$gguf" --output "$out" 2>/dev/null; then
+        echo "spin complete overwrote an existing output without --force"
+        return 1
+    fi
+    cat "$out"
     (cd build/tests && SPIN_MODEL_CACHE="$model_cache" ../bin/test_real_model &&
         { SPIN_MODEL_CACHE="$model_cache" ../bin/test_gguf >/tmp/spin-test-gguf.txt 2>&1 ||
             { cat /tmp/spin-test-gguf.txt; false; }; })
