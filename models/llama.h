@@ -33,7 +33,8 @@ typedef struct {
     int64_t loss_chunk;    /* tokens per chunk in the fused head + loss (default 256) */
     char *source;          /* the path it was loaded from (directory, .safetensors, index or .gguf file;
                               owned; NULL when built in code): saving copies the tokenizer files from
-                              there, and spin_llama_save_gguf its tokenizer.ggml.* vocabulary */
+                              there, and spin_llama_save_gguf its tokenizer.ggml.* vocabulary (from the
+                              GGUF, or converted from tokenizer.json) */
 } spin_llama;
 
 /* Loads a model: `path` is a .gguf file (see spin_llama_load_gguf), a directory (config.json,
@@ -52,8 +53,10 @@ spin_status spin_llama_load_gguf(const char *path, spin_device *dev, spin_llama 
 /* The configuration a GGUF file describes (as spin_llama_load_gguf reads it). */
 spin_status spin_llama_config_from_gguf(const spin_gguf *g, spin_llama_config *cfg);
 /* Writes the model as one GGUF v3 file that llama.cpp loads (general.architecture "llama"):
- * llama.* keys, tokenizer.ggml.* copied from the source file when the model came from a GGUF
- * (otherwise only the bos/eos/pad ids: llama.cpp needs a vocabulary to run it), tensors under their
+ * llama.* keys, tokenizer.ggml.* copied from the source file when the model came from a GGUF, or
+ * converted from the tokenizer.json beside its source (spin_tokenizer_to_gguf, padded to vocab_size;
+ * a tokenizer llama.cpp cannot name is an error), otherwise only the bos/eos/pad ids (llama.cpp
+ * needs a vocabulary to run it), tensors under their
  * GGUF names with attn_q/attn_k rows permuted as convert_hf_to_gguf.py does; matrices stored as
  * type (SPIN_GGML_F32 or SPIN_GGML_F16), norms always F32. llama3 rope scaling is refused; a
  * Mistral sliding window is not representable (llama.cpp ignores it) and is logged. Atomic; an

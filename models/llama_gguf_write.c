@@ -1,15 +1,18 @@
 /* Writes a llama model as GGUF (f32 / f16) for llama.cpp and ollama: llama.* keys, the
- * tokenizer.ggml.* vocabulary of the source GGUF, GGUF tensor names and convert_hf_to_gguf.py's
+ * tokenizer.ggml.* vocabulary of the source GGUF or converted from the source directory's
+ * tokenizer.json (models/tokenizer_gguf_write.c), GGUF tensor names and convert_hf_to_gguf.py's
  * Q/K row permutation. See models/llama.h and docs/models.md. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "core/log.h"
 #include "models/gguf.h"
 #include "models/llama.h"
+#include "models/tokenizer.h"
 
 /* Copies tokenizer.* (and general.name) from the GGUF the model was loaded from, if any. */
 static spin_status copy_vocab(const spin_llama *m, spin_gguf_writer *w, bool *copied) {
@@ -30,6 +33,24 @@ static spin_status copy_vocab(const spin_llama *m, spin_gguf_writer *w, bool *co
     }
     spin_gguf_close(g);
     return s;
+}
+
+/* tokenizer.json beside the model's source (its directory, or the directory of its file). */
+static bool source_tokenizer(const spin_llama *m, char *out, size_t cap) {
+    if (!m->source)
+        return false;
+    struct stat st;
+    if (stat(m->source, &st) != 0)
+        return false;
+    int n;
+    if (S_ISDIR(st.st_mode))
+        n = snprintf(out, cap, "%s/tokenizer.json", m->source);
+    else {
+        const char *slash = strrchr(m->source, '/');
+        n = slash ? snprintf(out, cap, "%.*s/tokenizer.json", (int)(slash - m->source), m->source)
+                  : snprintf(out, cap, "tokenizer.json");
+    }
+    return n > 0 && (size_t)n < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static spin_status set_keys(const spin_llama *m, spin_gguf_writer *w, spin_ggml_type type) {
@@ -55,7 +76,7 @@ static spin_status set_keys(const spin_llama *m, spin_gguf_writer *w, spin_ggml_
     bool copied;
     SPIN_TRY(copy_vocab(m, w, &copied));
     if (!copied) {
-        /* no vocabulary to carry over: keep the special ids so the configuration round-trips */
+        /* the configuration's special ids; a tokenizer.json's (tokenizer_config.json) replace them */
         if (c->bos_token_id >= 0)
             SPIN_TRY(spin_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_token_id));
         if (c->n_eos > 0)
@@ -64,9 +85,14 @@ static spin_status set_keys(const spin_llama *m, spin_gguf_writer *w, spin_ggml_
         if (c->pad_token_id >= 0)
             SPIN_TRY(
                 spin_gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)c->pad_token_id));
-        spin_log_msg(SPIN_LOG_WARN,
-                     "llama: GGUF written without a tokenizer.ggml vocabulary (the model did not come from a "
-                     "GGUF file): llama.cpp cannot run it as is");
+        char tj[4096];
+        if (source_tokenizer(m, tj, sizeof tj))
+            SPIN_TRY(spin_tokenizer_to_gguf(tj, c->vocab_size, w));
+        else
+            spin_log_msg(
+                SPIN_LOG_WARN,
+                "llama: GGUF written without a tokenizer.ggml vocabulary (the model came neither from "
+                "a GGUF file nor from a directory with tokenizer.json): llama.cpp cannot run it as is");
     }
     if (c->n_eos > 1)
         spin_log_msg(SPIN_LOG_WARN, "llama: GGUF keeps only the first of %d eos token ids (%d)", c->n_eos,

@@ -32,6 +32,18 @@ spin_tokenizer *spin_tokenizer_load_json(const char *json, size_t len, const cha
  * USER_DEFINED tokens are added tokens; add_bos/add_eos become the post-processor. */
 spin_tokenizer *spin_tokenizer_from_gguf(const spin_gguf_vocab *v, const char *name);
 void spin_tokenizer_free(spin_tokenizer *tok);
+/* The inverse, as llama.cpp's convert_hf_to_gguf.py writes it: the tokenizer.ggml.* keys (and
+ * tokenizer.chat_template) of a Hugging Face tokenizer (`path`: tokenizer.json, or a directory
+ * holding it; tokenizer_config.json beside it is read when present) set on w. Byte-level BPE with a
+ * pre-tokenizer llama.cpp names (gpt-2, smollm, llama-bpe) becomes model "gpt2" with its merges;
+ * SentencePiece-style BPE (byte_fallback, Prepend/Replace ▁ normalizer or Metaspace) becomes model
+ * "llama" with scores = -rank of the first merge producing each piece, which spin_tokenizer_from_gguf
+ * turns back into the same merge priorities. Added tokens: CONTROL (special) or USER_DEFINED
+ * (their lstrip/rstrip/single_word/normalized flags are lost); <unk> UNKNOWN and <0xNN> BYTE for
+ * "llama". bos/eos/unk/pad ids and add_bos/add_eos from tokenizer_config.json, else from the
+ * post-processor's template. n_vocab > 0 pads the tokens to that count with [PADn] (UNUSED); more ids
+ * than n_vocab is an error. Other pipelines are errors naming the file. */
+spin_status spin_tokenizer_to_gguf(const char *path, int64_t n_vocab, spin_gguf_writer *w);
 
 /* UTF-8 text (len bytes; invalid UTF-8 is an error) -> ids. With add_special, the post-processor
  * (TemplateProcessing, Bert/Roberta) adds its special tokens; special tokens written in the text
