@@ -75,13 +75,16 @@ static options opt;
 static spin_device *dev;
 
 static void sync_dev(void) {
-    if (dev->backend->synchronize) dev->backend->synchronize(dev);
+    if (dev->backend->synchronize)
+        dev->backend->synchronize(dev);
 }
 
 static bool selected(const char *op, const char *group) {
-    if (opt.n_ops == 0) return true;
+    if (opt.n_ops == 0)
+        return true;
     for (int i = 0; i < opt.n_ops; i++)
-        if (!strcmp(opt.ops[i], op) || !strcmp(opt.ops[i], group)) return true;
+        if (!strcmp(opt.ops[i], op) || !strcmp(opt.ops[i], group))
+            return true;
     return false;
 }
 
@@ -104,9 +107,9 @@ static void print_row(const row *r) {
     if (!r->ok) {
         printf("%-16s %-34s %-8s n/a (%s)\n", r->op, r->shape, r->metric, r->err);
     } else if (r->has_raw) {
-        printf("%-16s %-34s %-8s %9.2f %9.3f %9.2f %7.3f %8.3f%s%s\n", r->op, r->shape, r->metric,
-               r->value, r->seconds * 1e3, r->raw, r->value / r->raw, r->raw / r->peak,
-               r->note[0] ? "  " : "", r->note);
+        printf("%-16s %-34s %-8s %9.2f %9.3f %9.2f %7.3f %8.3f%s%s\n", r->op, r->shape, r->metric, r->value,
+               r->seconds * 1e3, r->raw, r->value / r->raw, r->raw / r->peak, r->note[0] ? "  " : "",
+               r->note);
     } else {
         printf("%-16s %-34s %-8s %9.2f %9.3f %9s %7s %8s%s%s\n", r->op, r->shape, r->metric, r->value,
                r->seconds * 1e3, "", "", "", r->note[0] ? "  " : "", r->note);
@@ -149,7 +152,8 @@ static timing time_it(run_fn f, void *ctx) {
             return t;
         }
         total += s;
-        if (s < t.best) t.best = s;
+        if (s < t.best)
+            t.best = s;
         t.reps++;
     }
     t.ok = true;
@@ -162,9 +166,11 @@ static void time_pair(run_fn fa, void *ca, timing *ta, run_fn fb, void *cb, timi
     memset(tb, 0, sizeof *tb);
     spin_clear_error();
     bool a_ok = fa(ca) >= 0;
-    if (!a_ok) set_err(ta->err, sizeof ta->err, "failed");
+    if (!a_ok)
+        set_err(ta->err, sizeof ta->err, "failed");
     bool b_ok = fb(cb) >= 0;
-    if (!b_ok) set_err(tb->err, sizeof tb->err, "failed");
+    if (!b_ok)
+        set_err(tb->err, sizeof tb->err, "failed");
     double total = 0;
     ta->best = tb->best = INFINITY;
     int reps = 0;
@@ -176,7 +182,8 @@ static void time_pair(run_fn fa, void *ca, timing *ta, run_fn fb, void *cb, timi
                 set_err(ta->err, sizeof ta->err, "failed");
             } else {
                 total += s;
-                if (s < ta->best) ta->best = s;
+                if (s < ta->best)
+                    ta->best = s;
             }
         }
         if (b_ok) {
@@ -186,7 +193,8 @@ static void time_pair(run_fn fa, void *ca, timing *ta, run_fn fb, void *cb, timi
                 set_err(tb->err, sizeof tb->err, "failed");
             } else {
                 total += s;
-                if (s < tb->best) tb->best = s;
+                if (s < tb->best)
+                    tb->best = s;
             }
         }
         reps++;
@@ -206,12 +214,33 @@ typedef struct {
     int flops_per_iter; /* per thread */
 } fma_variant;
 
-#define STEP8(f, m, c) a0 = f(a0, m, c); a1 = f(a1, m, c); a2 = f(a2, m, c); a3 = f(a3, m, c); \
-    a4 = f(a4, m, c); a5 = f(a5, m, c); a6 = f(a6, m, c); a7 = f(a7, m, c);
-#define STEP8B(f, m, c) b0 = f(b0, m, c); b1 = f(b1, m, c); b2 = f(b2, m, c); b3 = f(b3, m, c); \
-    b4 = f(b4, m, c); b5 = f(b5, m, c); b6 = f(b6, m, c); b7 = f(b7, m, c);
-#define STEP8C(f, m, c) c0 = f(c0, m, c); c1 = f(c1, m, c); c2 = f(c2, m, c); c3 = f(c3, m, c); \
-    c4 = f(c4, m, c); c5 = f(c5, m, c); c6 = f(c6, m, c); c7 = f(c7, m, c);
+#define STEP8(f, m, c) \
+    a0 = f(a0, m, c);  \
+    a1 = f(a1, m, c);  \
+    a2 = f(a2, m, c);  \
+    a3 = f(a3, m, c);  \
+    a4 = f(a4, m, c);  \
+    a5 = f(a5, m, c);  \
+    a6 = f(a6, m, c);  \
+    a7 = f(a7, m, c);
+#define STEP8B(f, m, c) \
+    b0 = f(b0, m, c);   \
+    b1 = f(b1, m, c);   \
+    b2 = f(b2, m, c);   \
+    b3 = f(b3, m, c);   \
+    b4 = f(b4, m, c);   \
+    b5 = f(b5, m, c);   \
+    b6 = f(b6, m, c);   \
+    b7 = f(b7, m, c);
+#define STEP8C(f, m, c) \
+    c0 = f(c0, m, c);   \
+    c1 = f(c1, m, c);   \
+    c2 = f(c2, m, c);   \
+    c3 = f(c3, m, c);   \
+    c4 = f(c4, m, c);   \
+    c5 = f(c5, m, c);   \
+    c6 = f(c6, m, c);   \
+    c7 = f(c7, m, c);
 
 #if BENCH_X86
 /* 24 chains of 16 lanes: enough independent work to cover 2 FMA ports x 4-6 cycles latency. */
@@ -268,12 +297,15 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(int64_t iters) {
  * FMA instruction a multiply-add still counts as the 2 flops it performs). */
 static float fma_portable(int64_t iters) {
     float a[32];
-    for (int j = 0; j < 32; j++) a[j] = 0.1f + 0.01f * (float)j;
+    for (int j = 0; j < 32; j++)
+        a[j] = 0.1f + 0.01f * (float)j;
     const float m = 0.9999f, k = 1e-4f;
     for (int64_t i = 0; i < iters; i++)
-        for (int j = 0; j < 32; j++) a[j] = a[j] * m + k;
+        for (int j = 0; j < 32; j++)
+            a[j] = a[j] * m + k;
     float s = 0;
-    for (int j = 0; j < 32; j++) s += a[j];
+    for (int j = 0; j < 32; j++)
+        s += a[j];
     return s;
 }
 
@@ -305,7 +337,8 @@ static double fma_gflops(const fma_variant *v, int threads) {
     double best = INFINITY;
     for (int r = 0; r < 2 * MIN_REPS; r++) {
         double s = fma_run(v->fn, iters, threads);
-        if (s < best) best = s;
+        if (s < best)
+            best = s;
     }
     return (double)iters * v->flops_per_iter * threads / best * 1e-9;
 }
@@ -321,7 +354,8 @@ static peak_info measure_peak(int threads) {
     int nv = 0;
 #if BENCH_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) vs[nv++] = (fma_variant){"avx512f", fma_avx512, 24 * 16 * 2};
+    if (__builtin_cpu_supports("avx512f"))
+        vs[nv++] = (fma_variant){"avx512f", fma_avx512, 24 * 16 * 2};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         vs[nv++] = (fma_variant){"avx2+fma", fma_avx2, 12 * 8 * 2};
 #endif
@@ -332,15 +366,18 @@ static peak_info measure_peak(int threads) {
      * 256-bit halves and AVX2 reaches the same rate. The portable loop is measured only when no
      * vector variant exists (compiled without -mfma it cannot reach the FMA peak). */
     for (int i = 0; i < nv; i++) {
-        if (i > 0 && !strcmp(vs[i].name, "portable")) break;
+        if (i > 0 && !strcmp(vs[i].name, "portable"))
+            break;
         double g = fma_gflops(&vs[i], threads);
-        off += (size_t)snprintf(p.detail + off, sizeof p.detail - off, "%s%s %.1f", i ? ", " : "",
-                                vs[i].name, g);
+        off += (size_t)snprintf(p.detail + off, sizeof p.detail - off, "%s%s %.1f", i ? ", " : "", vs[i].name,
+                                g);
         if (g > p.peak) {
             p.peak = g;
             snprintf(p.variant, sizeof p.variant, "%s", vs[i].name);
-            if (threads > 1) p.peak_1t = fma_gflops(&vs[i], 1);
-            else p.peak_1t = g;
+            if (threads > 1)
+                p.peak_1t = fma_gflops(&vs[i], 1);
+            else
+                p.peak_1t = g;
         }
     }
     return p;
@@ -360,7 +397,8 @@ static spin_tensor *rand_t(int ndim, const int64_t *shape, uint64_t seed) {
 
 static spin_tensor *targets_t(int64_t n, int64_t vocab) {
     int32_t *ids = malloc((size_t)n * sizeof *ids);
-    if (!ids) exit(1);
+    if (!ids)
+        exit(1);
     uint64_t s = 12345;
     for (int64_t i = 0; i < n; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -437,13 +475,14 @@ static void bench_matmul(const char *op, int64_t m, int64_t k, int64_t n, bool t
                          const char *label) {
     char shape[96];
     if (tb)
-        snprintf(shape, sizeof shape, "%lldx%lld @ (%lldx%lld)^T", (long long)m, (long long)k,
-                 (long long)n, (long long)k);
+        snprintf(shape, sizeof shape, "%lldx%lld @ (%lldx%lld)^T", (long long)m, (long long)k, (long long)n,
+                 (long long)k);
     else
-        snprintf(shape, sizeof shape, "%lldx%lld @ %lldx%lld", (long long)m, (long long)k,
-                 (long long)k, (long long)n);
+        snprintf(shape, sizeof shape, "%lldx%lld @ %lldx%lld", (long long)m, (long long)k, (long long)k,
+                 (long long)n);
     row *r = new_row(op, "matmul", shape, "GFLOP/s");
-    if (label) snprintf(r->note, sizeof r->note, "%s", label);
+    if (label)
+        snprintf(r->note, sizeof r->note, "%s", label);
     double flops = 2.0 * (double)m * (double)n * (double)k;
     r->m = m;
     r->k = k;
@@ -453,10 +492,11 @@ static void bench_matmul(const char *op, int64_t m, int64_t k, int64_t n, bool t
     spin_scope_begin();
     int64_t sa[2] = {m, k}, sb[2] = {k, n}, sw[2] = {n, k};
     mm_ctx mc = {rand_t(2, sa, 1), tb ? rand_t(2, sw, 2) : rand_t(2, sb, 2), tb};
-    raw_ctx rc = {(int)m, (int)n, (int)k, tb, host_rand((size_t)(m * k), 3),
-                  host_rand((size_t)(k * n), 4), NULL};
+    raw_ctx rc = {(int)m, (int)n, (int)k, tb, host_rand((size_t)(m * k), 3), host_rand((size_t)(k * n), 4),
+                  NULL};
     rc.c = aligned_alloc(64, ((size_t)(m * n) * sizeof(float) + 63) / 64 * 64);
-    if (!rc.c) exit(1);
+    if (!rc.c)
+        exit(1);
     timing t_op, t_raw;
     time_pair(run_mm, &mc, &t_op, run_raw, &rc, &t_raw);
     free((void *)rc.a);
@@ -498,8 +538,8 @@ static double run_attn(void *p) {
 
 static void bench_attention(int64_t b, int64_t hq, int64_t hkv, int64_t t, int64_t d) {
     char shape[96];
-    snprintf(shape, sizeof shape, "B%lld Hq%lld Hkv%lld T%lld D%lld causal", (long long)b,
-             (long long)hq, (long long)hkv, (long long)t, (long long)d);
+    snprintf(shape, sizeof shape, "B%lld Hq%lld Hkv%lld T%lld D%lld causal", (long long)b, (long long)hq,
+             (long long)hkv, (long long)t, (long long)d);
     row *r = new_row("attention", "attention", shape, "GFLOP/s");
     if (!spin_attention) {
         missing(r, "spin_attention");
@@ -618,8 +658,8 @@ static double run_ce(void *p) {
 
 static void bench_linear_logprob(int64_t n, int64_t c, int64_t v, int64_t chunk) {
     char shape[96];
-    snprintf(shape, sizeof shape, "h %lldx%lld, w %lldx%lld", (long long)n, (long long)c,
-             (long long)v, (long long)c);
+    snprintf(shape, sizeof shape, "h %lldx%lld, w %lldx%lld", (long long)n, (long long)c, (long long)v,
+             (long long)c);
     row *r = new_row("linear_logprob", "cross_entropy", shape, "GFLOP/s");
     if (chunk > 0)
         snprintf(r->note, sizeof r->note, "flops = 2*N*V*C (the matmul); chunk %lld", (long long)chunk);
@@ -721,8 +761,8 @@ static double run_mix(void *p) {
 
 static void bench_mix(int64_t n, int64_t c, int64_t f) {
     char shape[96];
-    snprintf(shape, sizeof shape, "%lldx%lld @%lld, silu, @%lld", (long long)n, (long long)c,
-             (long long)f, (long long)c);
+    snprintf(shape, sizeof shape, "%lldx%lld @%lld, silu, @%lld", (long long)n, (long long)c, (long long)f,
+             (long long)c);
     row *r = new_row("mlp_mix", "mix", shape, "GFLOP/s");
     spin_no_grad_begin();
     spin_scope_begin();
@@ -756,16 +796,20 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
     }
     fputc('"', f);
 }
 
 static bool file_exists(const char *path) {
     FILE *f = fopen(path, "r");
-    if (f) fclose(f);
+    if (f)
+        fclose(f);
     return f != NULL;
 }
 
@@ -776,7 +820,8 @@ static int write_json(const char *path, int threads, const peak_info *pk) {
     }
     size_t len = strlen(path) + 5;
     char *tmp = malloc(len);
-    if (!tmp) return 1;
+    if (!tmp)
+        return 1;
     snprintf(tmp, len, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) {
@@ -797,8 +842,8 @@ static int write_json(const char *path, int threads, const peak_info *pk) {
             json_str(f, "fma_peak");
             fputs(", \"shape\": ", f);
             json_str(f, pk->variant);
-            fprintf(f, ", \"metric\": \"GFLOP/s\", \"value\": %.3f, \"value_1thread\": %.3f}\n",
-                    pk->peak, pk->peak_1t);
+            fprintf(f, ", \"metric\": \"GFLOP/s\", \"value\": %.3f, \"value_1thread\": %.3f}\n", pk->peak,
+                    pk->peak_1t);
             continue;
         }
         json_str(f, r->op);
@@ -806,20 +851,24 @@ static int write_json(const char *path, int threads, const peak_info *pk) {
         json_str(f, r->shape);
         fputs(", \"metric\": ", f);
         json_str(f, r->metric);
-        if (r->ok) fprintf(f, ", \"value\": %.3f, \"time_ms\": %.4f", r->value, r->seconds * 1e3);
+        if (r->ok)
+            fprintf(f, ", \"value\": %.3f, \"time_ms\": %.4f", r->value, r->seconds * 1e3);
         else {
             fputs(", \"value\": null, \"error\": ", f);
             json_str(f, r->err);
         }
         if (!strcmp(r->group, "matmul")) {
-            if (r->has_raw) fprintf(f, ", \"raw\": %.3f", r->raw);
-            else fputs(", \"raw\": null", f);
+            if (r->has_raw)
+                fprintf(f, ", \"raw\": %.3f", r->raw);
+            else
+                fputs(", \"raw\": null", f);
             fprintf(f, ", \"peak\": %.3f", r->peak);
         }
         fputs("}\n", f);
     }
     bool bad = ferror(f) != 0;
-    if (fclose(f) != 0) bad = true;
+    if (fclose(f) != 0)
+        bad = true;
     if (bad || rename(tmp, path) != 0) {
         fprintf(stderr, "bench_ops: writing %s failed: %s\n", path, strerror(errno));
         remove(tmp);
@@ -834,14 +883,16 @@ static int write_json(const char *path, int threads, const peak_info *pk) {
 static void cpu_model(char *buf, size_t size) {
     snprintf(buf, size, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
+    if (!f)
+        return;
     char line[512];
     while (fgets(line, sizeof line, f)) {
         if (!strncmp(line, "model name", 10)) {
             char *p = strchr(line, ':');
             if (p) {
                 p++;
-                while (*p == ' ' || *p == '\t') p++;
+                while (*p == ' ' || *p == '\t')
+                    p++;
                 p[strcspn(p, "\n")] = 0;
                 snprintf(buf, size, "%s", p);
             }
@@ -852,25 +903,24 @@ static void cpu_model(char *buf, size_t size) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: bench_ops [--quick] [--op NAME[,NAME..]]... [--json FILE [--force]]\n"
-            "  Per-op throughput on the default device (SPIN_DEVICE), with the machine's fp32 FMA\n"
-            "  peak and the raw BLAS sgemm on the same matmul shapes. Best of >= 5 runs after a\n"
-            "  warm-up; threads from OMP_NUM_THREADS.\n"
-            "  --quick        smaller set for CI (no n=2048, no lm head, 128 tokens for the\n"
-            "                 vocabulary-sized ops)\n"
-            "  --op NAME      only these rows: matmul, attention, rmsnorm, softmax,\n"
-            "                 cross_entropy (= linear_logprob + logprob_gather), linear_logprob,\n"
-            "                 logprob_gather, mix (oversubscription probe); repeatable\n"
-            "  --json FILE    also write one JSON object per row (written atomically; refuses to\n"
-            "                 overwrite FILE unless --force)\n"
-            "  --help         this text\n"
-            "Columns: value (GFLOP/s or GB/s of the op), ms (best time), raw (GFLOP/s of the BLAS\n"
-            "sgemm called directly), op/raw, raw/peak (peak = measured FMA GFLOP/s, all threads).\n");
+    fprintf(f, "usage: bench_ops [--quick] [--op NAME[,NAME..]]... [--json FILE [--force]]\n"
+               "  Per-op throughput on the default device (SPIN_DEVICE), with the machine's fp32 FMA\n"
+               "  peak and the raw BLAS sgemm on the same matmul shapes. Best of >= 5 runs after a\n"
+               "  warm-up; threads from OMP_NUM_THREADS.\n"
+               "  --quick        smaller set for CI (no n=2048, no lm head, 128 tokens for the\n"
+               "                 vocabulary-sized ops)\n"
+               "  --op NAME      only these rows: matmul, attention, rmsnorm, softmax,\n"
+               "                 cross_entropy (= linear_logprob + logprob_gather), linear_logprob,\n"
+               "                 logprob_gather, mix (oversubscription probe); repeatable\n"
+               "  --json FILE    also write one JSON object per row (written atomically; refuses to\n"
+               "                 overwrite FILE unless --force)\n"
+               "  --help         this text\n"
+               "Columns: value (GFLOP/s or GB/s of the op), ms (best time), raw (GFLOP/s of the BLAS\n"
+               "sgemm called directly), op/raw, raw/peak (peak = measured FMA GFLOP/s, all threads).\n");
 }
 
-static const char *known_ops[] = {"matmul", "attention", "rmsnorm", "softmax", "cross_entropy",
-                                  "linear_logprob", "logprob_gather", "mix", "mlp_mix"};
+static const char *known_ops[] = {"matmul",         "attention",      "rmsnorm", "softmax", "cross_entropy",
+                                  "linear_logprob", "logprob_gather", "mix",     "mlp_mix"};
 
 static int parse_args(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
@@ -895,7 +945,8 @@ static int parse_args(int argc, char **argv) {
                     usage(stderr);
                     return 2;
                 }
-                if (opt.n_ops < (int)(sizeof opt.ops / sizeof *opt.ops)) opt.ops[opt.n_ops++] = tok;
+                if (opt.n_ops < (int)(sizeof opt.ops / sizeof *opt.ops))
+                    opt.ops[opt.n_ops++] = tok;
             }
         } else {
             fprintf(stderr, "bench_ops: bad argument '%s'\n", a);
@@ -908,7 +959,8 @@ static int parse_args(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     int rc = parse_args(argc, argv);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if (opt.json && !opt.force && file_exists(opt.json)) {
         fprintf(stderr, "bench_ops: %s exists (use --force to overwrite)\n", opt.json);
         return 1;
@@ -923,8 +975,8 @@ int main(int argc, char **argv) {
     cpu_model(cpu, sizeof cpu);
     double t_start = omp_get_wtime();
 
-    printf("bench_ops  commit %s  backend %s  device %s  threads %d%s\n", SPIN_GIT_COMMIT,
-           dev->backend->name, dev->name, threads, opt.quick ? "  (quick)" : "");
+    printf("bench_ops  commit %s  backend %s  device %s  threads %d%s\n", SPIN_GIT_COMMIT, dev->backend->name,
+           dev->name, threads, opt.quick ? "  (quick)" : "");
     printf("cpu        %s\n", cpu);
     printf("blas       %s\n", cpu_blas_describe());
     if (strcmp(dev->backend->name, "cpu"))
@@ -938,7 +990,8 @@ int main(int argc, char **argv) {
     if (selected("matmul", "matmul")) {
         int64_t sq[4] = {256, 512, 1024, 2048};
         for (int i = 0; i < 4; i++) {
-            if (opt.quick && sq[i] > 1024) continue;
+            if (opt.quick && sq[i] > 1024)
+                continue;
             bench_matmul("matmul", sq[i], sq[i], sq[i], false, pk.peak, NULL);
         }
         /* SmolLM2-135M at 512 tokens: hidden 576, 9 query / 3 kv heads of 64, MLP 1536. */
@@ -973,32 +1026,38 @@ int main(int argc, char **argv) {
     fprintf(stderr, "  measuring fma peak again\n");
     peak_info pk2 = measure_peak(threads);
     double peak_first = pk.peak;
-    if (pk2.peak > pk.peak) pk = pk2;
-    for (int i = 0; i < n_rows; i++) rows[i].peak = pk.peak;
+    if (pk2.peak > pk.peak)
+        pk = pk2;
+    for (int i = 0; i < n_rows; i++)
+        rows[i].peak = pk.peak;
     printf("fma peak   %.1f GFLOP/s on %d threads (%.1f on 1 thread), variant %s [%s]; "
            "higher of %.1f (start) and %.1f (end)\n\n",
            pk.peak, threads, pk.peak_1t, pk.variant, pk.detail, peak_first, pk2.peak);
-    printf("%-16s %-34s %-8s %9s %9s %9s %7s %8s\n", "op", "shape", "metric", "value", "ms", "raw",
-           "op/raw", "raw/peak");
-    printf("%.*s\n", 108, "---------------------------------------------------------------------"
-                          "---------------------------------------------------------------------");
-    for (int i = 0; i < n_rows; i++) print_row(&rows[i]);
+    printf("%-16s %-34s %-8s %9s %9s %9s %7s %8s\n", "op", "shape", "metric", "value", "ms", "raw", "op/raw",
+           "raw/peak");
+    printf("%.*s\n", 108,
+           "---------------------------------------------------------------------"
+           "---------------------------------------------------------------------");
+    for (int i = 0; i < n_rows; i++)
+        print_row(&rows[i]);
 
     /* targets */
     bool any_target = false;
     for (int i = 0; i < n_rows; i++) {
         const row *r = &rows[i];
         int64_t m = r->m;
-        if (strcmp(r->group, "matmul") || m != r->k || m != r->n || m < 512) continue;
-        if (!any_target) printf("\n");
+        if (strcmp(r->group, "matmul") || m != r->k || m != r->n || m < 512)
+            continue;
+        if (!any_target)
+            printf("\n");
         any_target = true;
         if (!r->ok || !r->has_raw)
             printf("MISS  matmul op >= 0.90 of raw at n=%lld: not measured (%s)\n", (long long)m,
                    r->ok ? "raw failed" : r->err);
         else
             printf("%s  matmul op >= 0.90 of raw at n=%lld: op/raw = %.3f (%.1f vs %.1f GFLOP/s)\n",
-                   r->value / r->raw >= 0.90 ? "PASS" : "MISS", (long long)m, r->value / r->raw,
-                   r->value, r->raw);
+                   r->value / r->raw >= 0.90 ? "PASS" : "MISS", (long long)m, r->value / r->raw, r->value,
+                   r->raw);
     }
     if (selected("matmul", "matmul")) {
         const row *r2048 = NULL;
@@ -1013,11 +1072,12 @@ int main(int argc, char **argv) {
         else
             printf("%s  raw sgemm >= 0.75 of peak on 2 threads at n=2048: raw/peak = %.3f (%.1f of "
                    "%.1f GFLOP/s)%s\n",
-                   r2048->raw / pk.peak >= 0.75 ? "PASS" : "MISS", r2048->raw / pk.peak, r2048->raw,
-                   pk.peak, threads == 2 ? "" : "  [measured with a thread count other than 2]");
+                   r2048->raw / pk.peak >= 0.75 ? "PASS" : "MISS", r2048->raw / pk.peak, r2048->raw, pk.peak,
+                   threads == 2 ? "" : "  [measured with a thread count other than 2]");
     }
     printf("\ntotal %.1f s\n", omp_get_wtime() - t_start);
 
-    if (opt.json) return write_json(opt.json, threads, &pk);
+    if (opt.json)
+        return write_json(opt.json, threads, &pk);
     return 0;
 }

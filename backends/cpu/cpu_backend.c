@@ -108,7 +108,8 @@ static void cpu_describe(spin_device *dev, char *buf, size_t size) {
 /* The CPU table covers the whole kernel list: one entry per X-macro item, each naming a
  * cpu_<NAME> function that must exist (a missing one fails the link). */
 #define SPIN_CPU_COUNT_(name) +1
-_Static_assert(0 SPIN_KERNELS(SPIN_CPU_COUNT_) == SPIN_KERNEL_COUNT, "CPU kernel table does not cover the kernel list");
+_Static_assert(0 SPIN_KERNELS(SPIN_CPU_COUNT_) == SPIN_KERNEL_COUNT,
+               "CPU kernel table does not cover the kernel list");
 #undef SPIN_CPU_COUNT_
 
 static const spin_backend cpu_backend = {

@@ -264,7 +264,7 @@ static spin_status partial_open(spin_device *d, int i) {
     return SPIN_OK;
 }
 static bool partial_supports(spin_device *d, spin_kernel k, const spin_dtype *in, int n_in,
-                          const spin_dtype *out, int n_out) {
+                             const spin_dtype *out, int n_out) {
     (void)d, (void)in, (void)n_in, (void)out, (void)n_out;
     return k == SPIN_K_FILL || k == SPIN_K_COPY || k == SPIN_K_ADD;
 }
