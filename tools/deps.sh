@@ -19,3 +19,23 @@ spin_install_deps() {
     echo "spin: installing ${missing[*]}"
     $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# Optional: the OpenCL backend's build and test dependencies (headers, ICD loader, CLBlast, and PoCL
+# to run OpenCL on the CPU). Called by test.sh's OpenCL phase only; returns 1 when they are missing
+# and cannot be installed (no apt-get, no root or sudo, no network), and the phase is then skipped.
+spin_install_opencl_deps() {
+    local pkgs=(ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev)
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || return 1
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 1
+        sudo="sudo"
+    fi
+    echo "spin: installing ${missing[*]}"
+    $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

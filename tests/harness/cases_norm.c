@@ -162,6 +162,8 @@ const opcase opc_cases_norm[] = {
          ref_layernorm),
     CASE("layernorm", "x[2,3,9] transposed eps=1e-6", 3, F({XL(OPC_TRANSPOSED, 3, 2, 3, 9), W(9), BIAS(9)}),
          F({.f = {1e-6f}}), run_layernorm, ref_layernorm),
+    CASE("layernorm", "x[3,300] eps=1e-5 (rows wider than a work-group)", 3,
+         F({X(2, 3, 300), W(300), BIAS(300)}), F({.f = {1e-5f}}), run_layernorm, ref_layernorm),
     ROPE("half x[2,3,5,8] pos from 0/3", SPIN_ROPE_HALF, X(4, 2, 3, 5, 8), POS(2, 5, init_pos), FREQ(4)),
     ROPE("interleaved x[2,3,5,8] pos from 0/3", SPIN_ROPE_INTERLEAVED, X(4, 2, 3, 5, 8), POS(2, 5, init_pos),
          FREQ(4)),

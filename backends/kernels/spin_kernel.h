@@ -1,0 +1,100 @@
+/* The thin macro layer that lets the kernel text in backends/kernels (the .cl files) compile as OpenCL C 1.2
+ * and, later, as CUDA or HIP: entry points, address spaces, thread indices and math functions.
+ * The build embeds this header, then every .cl file, into the binary as one string. */
+#ifndef SPIN_KERNEL_H
+#define SPIN_KERNEL_H
+
+#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
+/* Formulas are evaluated as written, as the C reference does (no a*b+c contraction into fma). */
+#pragma OPENCL FP_CONTRACT OFF
+#ifdef cl_khr_fp64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+typedef double acc_t; /* reduction accumulator: double where the device has it */
+#else
+typedef float acc_t;
+#endif
+#define KERNEL __kernel void
+#define DEVICE_FN static inline
+#define GLOBAL __global
+#define LOCAL __local     /* a local-memory array declared in a kernel */
+#define LOCAL_PTR __local /* a pointer parameter into local memory */
+#define GLOBAL_ID0 ((i64)get_global_id(0))
+#define LOCAL_ID0 ((int)get_local_id(0))
+#define GROUP_ID0 ((i64)get_group_id(0))
+#define LOCAL_SIZE0 ((int)get_local_size(0))
+#define BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+typedef long i64;
+#define M_EXP(x) exp(x)
+#define M_LOG(x) log(x)
+#define M_LOG1P(x) log1p(x)
+#define M_SQRT(x) sqrt(x)
+#define M_TANH(x) tanh(x)
+#define F2I_RTE(x) convert_int_rte(x) /* round to nearest even, as lrintf */
+#else                                 /* CUDA / HIP */
+#define KERNEL extern "C" __global__ void
+#define DEVICE_FN static __device__ __forceinline__
+#define GLOBAL
+#define LOCAL __shared__
+#define LOCAL_PTR
+#define GLOBAL_ID0 ((i64)blockIdx.x * blockDim.x + threadIdx.x)
+#define LOCAL_ID0 ((int)threadIdx.x)
+#define GROUP_ID0 ((i64)blockIdx.x)
+#define LOCAL_SIZE0 ((int)blockDim.x)
+#define BARRIER() __syncthreads()
+typedef long long i64;
+#define M_EXP(x) expf(x)
+#define M_LOG(x) logf(x)
+#define M_LOG1P(x) log1pf(x)
+#define M_SQRT(x) sqrtf(x)
+#define M_TANH(x) tanhf(x)
+#define F2I_RTE(x) __float2int_rn(x)
+typedef double acc_t;
+
+#endif
+
+/* Strided 4-D views: every view argument is (pointer, element offset, four strides); the output's
+ * shape is passed as n1, n2, n3 and the element count. Stride 0 broadcasts. */
+#define VIEW_ARGS(p) i64 p##o, i64 p##s0, i64 p##s1, i64 p##s2, i64 p##s3
+#define SHAPE_ARGS i64 n1, i64 n2, i64 n3, i64 total
+#define AT(p) (p##o + i0 * p##s0 + i1 * p##s1 + i2 * p##s2 + i3 * p##s3)
+#define INDEX4()                \
+    const i64 gid = GLOBAL_ID0; \
+    if (gid >= total)           \
+        return;                 \
+    const i64 i3 = gid % n3, t3_ = gid / n3, i2 = t3_ % n2, t2_ = t3_ / n2, i1 = t2_ % n1, i0 = t2_ / n1
+
+/* Group reductions, one primitive for every row kernel: each work-item passes its partial and all
+ * receive the group's result. This is the local-memory path (OpenCL 1.2): a tree over `scratch`
+ * (LOCAL_SIZE0 entries, a power of two), in a fixed order so results are reproducible. */
+DEVICE_FN acc_t group_sum(acc_t v, LOCAL_PTR acc_t *scratch) {
+    const int lid = LOCAL_ID0;
+    scratch[lid] = v;
+    BARRIER();
+    for (int s = LOCAL_SIZE0 / 2; s > 0; s >>= 1) {
+        if (lid < s)
+            scratch[lid] += scratch[lid + s];
+        BARRIER();
+    }
+    const acc_t r = scratch[0];
+    BARRIER();
+    return r;
+}
+
+DEVICE_FN float group_max(float v, LOCAL_PTR float *scratch) {
+    const int lid = LOCAL_ID0;
+    scratch[lid] = v;
+    BARRIER();
+    for (int s = LOCAL_SIZE0 / 2; s > 0; s >>= 1) {
+        if (lid < s && scratch[lid + s] > scratch[lid])
+            scratch[lid] = scratch[lid + s];
+        BARRIER();
+    }
+    const float r = scratch[0];
+    BARRIER();
+    return r;
+}
+
+/* Row kernels run one work-group of ROW_GROUP work-items per row. */
+#define ROW_GROUP 64
+
+#endif
