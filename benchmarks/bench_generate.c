@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "backends/backends.h"
+#include "benchmarks/bench_json.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "core/device.h"
 #include "models/generate.h"
@@ -189,20 +190,6 @@ static double kv_copy_seconds(spin_llama *m, int64_t batch, int64_t len) {
 
 /* ---- output ---- */
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 typedef struct {
     char phase[16];
     int64_t batch, tokens;
@@ -216,30 +203,14 @@ static row rows[MAX_ROWS];
 static int n_rows;
 
 static int write_json(const char *path, const char *model_desc, int threads, double bw, double weight_bytes) {
-    if (!opt.force && access(path, F_OK) == 0) {
-        fprintf(stderr, "bench_generate: %s exists (use --force to overwrite)\n", path);
+    bench_json j;
+    if (bench_json_open(&j, "bench_generate", path, opt.force))
         return 1;
-    }
-    size_t len = strlen(path) + 5;
-    char *tmp = malloc(len);
-    if (!tmp)
-        return 1;
-    snprintf(tmp, len, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        fprintf(stderr, "bench_generate: cannot write %s: %s\n", tmp, strerror(errno));
-        free(tmp);
-        return 1;
-    }
+    FILE *f = j.f;
     for (int i = -1; i < n_rows; i++) {
-        fputs("{\"commit\": ", f);
-        json_str(f, SPIN_GIT_COMMIT);
-        fputs(", \"backend\": ", f);
-        json_str(f, dev->backend->name);
-        fputs(", \"device\": ", f);
-        json_str(f, dev->name);
-        fprintf(f, ", \"threads\": %d, \"model\": ", threads);
-        json_str(f, model_desc);
+        bench_json_row_begin(f, dev, threads);
+        fputs(", \"model\": ", f);
+        bench_json_str(f, model_desc);
         if (i < 0) {
             fprintf(f,
                     ", \"op\": \"memcpy_bandwidth\", \"metric\": \"GB/s\", \"value\": %.3f, "
@@ -249,29 +220,18 @@ static int write_json(const char *path, const char *model_desc, int threads, dou
         }
         const row *r = &rows[i];
         fputs(", \"op\": ", f);
-        json_str(f, r->phase);
+        bench_json_str(f, r->phase);
         fprintf(f,
                 ", \"batch\": %lld, \"tokens\": %lld, \"metric\": \"tokens/s\", \"value\": %.3f, "
                 "\"time_ms\": %.4f, "
                 "\"bound\": %.3f, \"bound_kind\": ",
                 (long long)r->batch, (long long)r->tokens, r->tok_s, r->ms, r->bound_tok_s);
-        json_str(f, r->bound_kind);
+        bench_json_str(f, r->bound_kind);
         fputs(", \"note\": ", f);
-        json_str(f, r->note);
+        bench_json_str(f, r->note);
         fputs("}\n", f);
     }
-    bool bad = ferror(f) != 0;
-    if (fclose(f) != 0)
-        bad = true;
-    if (bad || rename(tmp, path) != 0) {
-        fprintf(stderr, "bench_generate: writing %s failed: %s\n", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return 1;
-    }
-    free(tmp);
-    printf("wrote %s\n", path);
-    return 0;
+    return bench_json_close(&j);
 }
 
 static void usage(FILE *f) {

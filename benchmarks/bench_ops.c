@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "backends/backends.h"
+#include "benchmarks/bench_json.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "core/autograd.h"
 #include "core/device.h"
@@ -792,70 +793,33 @@ static void bench_mix(int64_t n, int64_t c, int64_t f) {
 /* ------------------------------------------------------------------------------------------ */
 /* output */
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
-static bool file_exists(const char *path) {
-    FILE *f = fopen(path, "r");
-    if (f)
-        fclose(f);
-    return f != NULL;
-}
-
 static int write_json(const char *path, int threads, const peak_info *pk) {
-    if (!opt.force && file_exists(path)) {
-        fprintf(stderr, "bench_ops: %s exists (use --force to overwrite)\n", path);
+    bench_json j;
+    if (bench_json_open(&j, "bench_ops", path, opt.force))
         return 1;
-    }
-    size_t len = strlen(path) + 5;
-    char *tmp = malloc(len);
-    if (!tmp)
-        return 1;
-    snprintf(tmp, len, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        fprintf(stderr, "bench_ops: cannot write %s: %s\n", tmp, strerror(errno));
-        free(tmp);
-        return 1;
-    }
+    FILE *f = j.f;
     for (int i = -1; i < n_rows; i++) {
         const row *r = i >= 0 ? &rows[i] : NULL;
-        fputs("{\"commit\": ", f);
-        json_str(f, SPIN_GIT_COMMIT);
-        fputs(", \"backend\": ", f);
-        json_str(f, dev->backend->name);
-        fputs(", \"device\": ", f);
-        json_str(f, dev->name);
-        fprintf(f, ", \"threads\": %d, \"op\": ", threads);
+        bench_json_row_begin(f, dev, threads);
+        fputs(", \"op\": ", f);
         if (!r) { /* the peak itself, as its own row */
-            json_str(f, "fma_peak");
+            bench_json_str(f, "fma_peak");
             fputs(", \"shape\": ", f);
-            json_str(f, pk->variant);
+            bench_json_str(f, pk->variant);
             fprintf(f, ", \"metric\": \"GFLOP/s\", \"value\": %.3f, \"value_1thread\": %.3f}\n", pk->peak,
                     pk->peak_1t);
             continue;
         }
-        json_str(f, r->op);
+        bench_json_str(f, r->op);
         fputs(", \"shape\": ", f);
-        json_str(f, r->shape);
+        bench_json_str(f, r->shape);
         fputs(", \"metric\": ", f);
-        json_str(f, r->metric);
+        bench_json_str(f, r->metric);
         if (r->ok)
             fprintf(f, ", \"value\": %.3f, \"time_ms\": %.4f", r->value, r->seconds * 1e3);
         else {
             fputs(", \"value\": null, \"error\": ", f);
-            json_str(f, r->err);
+            bench_json_str(f, r->err);
         }
         if (!strcmp(r->group, "matmul")) {
             if (r->has_raw)
@@ -866,18 +830,7 @@ static int write_json(const char *path, int threads, const peak_info *pk) {
         }
         fputs("}\n", f);
     }
-    bool bad = ferror(f) != 0;
-    if (fclose(f) != 0)
-        bad = true;
-    if (bad || rename(tmp, path) != 0) {
-        fprintf(stderr, "bench_ops: writing %s failed: %s\n", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return 1;
-    }
-    free(tmp);
-    printf("wrote %s\n", path);
-    return 0;
+    return bench_json_close(&j);
 }
 
 static void cpu_model(char *buf, size_t size) {
@@ -961,7 +914,7 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv);
     if (rc)
         return rc;
-    if (opt.json && !opt.force && file_exists(opt.json)) {
+    if (opt.json && !opt.force && bench_json_exists(opt.json)) {
         fprintf(stderr, "bench_ops: %s exists (use --force to overwrite)\n", opt.json);
         return 1;
     }

@@ -285,9 +285,10 @@ typedef struct {
     spin_gguf_str *tokens, *merges;
     char **merge_text;
     json_object *root;
-} fake_vocab;
+} ggml_vocab_of_json;
 
-static void fake_from_json(fake_vocab *f, const char *path, const char *model, const char *pre) {
+static void ggml_vocab_from_json(ggml_vocab_of_json *f, const char *path, const char *model,
+                                 const char *pre) {
     memset(f, 0, sizeof *f);
     f->root = load_json(path);
     assert_non_null(f->root);
@@ -372,7 +373,7 @@ static void fake_from_json(fake_vocab *f, const char *path, const char *model, c
     }
 }
 
-static void fake_free(fake_vocab *f) {
+static void ggml_vocab_free(ggml_vocab_of_json *f) {
     for (int64_t i = 0; i < f->v.n_merges; i++)
         free(f->merge_text[i]);
     free(f->merge_text);
@@ -415,9 +416,9 @@ static int compare_corpus(spin_tokenizer *tok, const char *name, bool special, c
 static void test_gguf_vocabularies(void **state) {
     (void)state;
     static const char *const flagged[] = {"<tool>", "</tool>", "magic", NULL};
-    fake_vocab f;
+    ggml_vocab_of_json f;
     /* byte-level with SmolLM2's pre-tokenizer name */
-    fake_from_json(&f, DATA "/tiny-bytelevel.json", "gpt2", "smollm");
+    ggml_vocab_from_json(&f, DATA "/tiny-bytelevel.json", "gpt2", "smollm");
     spin_tokenizer *tok = spin_tokenizer_from_gguf(&f.v, "tiny-bytelevel (gguf)");
     if (!tok)
         print_error("%s\n", spin_last_error());
@@ -460,10 +461,10 @@ static void test_gguf_vocabularies(void **state) {
     spin_tokenizer_free(tok);
     unlink(gpath);
     rmdir(gdir);
-    fake_free(&f);
+    ggml_vocab_free(&f);
 
     /* Llama 3's pre-tokenizer name (ignore_merges) */
-    fake_from_json(&f, DATA "/tiny-llama3.json", "gpt2", "llama-bpe");
+    ggml_vocab_from_json(&f, DATA "/tiny-llama3.json", "gpt2", "llama-bpe");
     tok = spin_tokenizer_from_gguf(&f.v, "tiny-llama3 (gguf)");
     assert_non_null(tok);
     printf("GGUF gpt2/llama-bpe vocabulary: %d strings exact\n",
@@ -472,7 +473,7 @@ static void test_gguf_vocabularies(void **state) {
     f.v.pre = "qwen2";
     assert_null(spin_tokenizer_from_gguf(&f.v, "x.gguf"));
     assert_non_null(strstr(spin_last_error(), "\"qwen2\""));
-    fake_free(&f);
+    ggml_vocab_free(&f);
 
     /* SentencePiece ("llama"): pieces + scores, merges derived as transformers does */
     static const char *const sp_names[] = {"mistral", "llama2"};
@@ -483,7 +484,7 @@ static void test_gguf_vocabularies(void **state) {
             printf("SKIPPED GGUF llama vocabulary: %s is absent\n", tp);
             continue;
         }
-        fake_from_json(&f, tp, "llama", NULL);
+        ggml_vocab_from_json(&f, tp, "llama", NULL);
         tok = spin_tokenizer_from_gguf(&f.v, tp);
         if (!tok)
             print_error("%s\n", spin_last_error());
@@ -495,7 +496,7 @@ static void test_gguf_vocabularies(void **state) {
         printf("GGUF llama vocabulary (%s pieces, derived merges): %d strings exact, with and without BOS\n",
                sp_names[k], n);
         spin_tokenizer_free(tok);
-        fake_free(&f);
+        ggml_vocab_free(&f);
     }
 }
 
