@@ -61,7 +61,21 @@
     X(CE_ROWS)          /* logits [N, V], targets [N]  logp, lse, logit_sum [N]  i0 ignore    */   \
     X(CE_ROWS_BACK)     /* logits, targets, lse, dlogp [N]  dlogits [N, V]      i0 ignore     */   \
     X(ARGMAX)           /* x contig [.., C]         idx [..] (i32)                            */   \
-    X(TOPK)             /* x contig [.., C]         val [.., k], idx [.., k]  i0 k            */
+    X(TOPK)             /* x contig [.., C]         val [.., k], idx [.., k]  i0 k            */   \
+    X(GRAD_SUMSQ)       /* g contig                 acc [2] (rw): acc[0] + acc[1] += sum g^2       \
+                           (a double kept as hi + lo floats; 4096-element blocks summed in         \
+                           double, then in block order: the same bits for any thread count) */     \
+    X(GRAD_CLIP_STAT)   /* acc [2]                  stat [3] {norm, coef, finite 1/0}              \
+                                                                          f0 max_norm              \
+                           coef = min(1, max_norm / (norm + 1e-6)) (torch clip_grad_norm_);        \
+                           max_norm <= 0: coef 1                                           */      \
+    X(RMSPROP_STEP)     /* g contig, stat           p, v (rw, f32 contig), (p copy: bf16/f16/f32)  \
+                           f0 -lr, f1 alpha, f2 1-alpha, f3 eps, f4 weight_decay; nothing          \
+                           when stat.finite == 0; torch.optim.RMSprop's f32 operation order */     \
+    X(ADAMW_STEP)       /* g contig, stat           p, m, v (rw, f32 contig), (p copy, as above)   \
+                           f0 1-lr*wd, f1 1-beta1, f2 beta2, f3 1-beta2, f4 -lr/(1-beta1^t),       \
+                           f5 sqrt(1-beta2^t), f6 eps; nothing when stat.finite == 0;              \
+                           torch.optim.AdamW's f32 operation order                         */
 
 typedef enum {
 #define SPIN_KERNEL_ENUM_(name) SPIN_K_##name,

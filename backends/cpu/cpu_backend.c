@@ -84,6 +84,14 @@ static bool cpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         return true;
     if (k == SPIN_K_ARANGE)
         return out[0] == SPIN_F32 || out[0] == SPIN_I32;
+    /* the optimizer steps may also write the updated master weight into a model copy of another
+     * float type (bf16 / f16 model weights over an f32 master) */
+    int copy_slot = k == SPIN_K_RMSPROP_STEP ? 2 : k == SPIN_K_ADAMW_STEP ? 3 : -1;
+    if (copy_slot >= 0 && n_out == copy_slot + 1) {
+        if (out[copy_slot] != SPIN_F32 && out[copy_slot] != SPIN_BF16 && out[copy_slot] != SPIN_F16)
+            return false;
+        n_out--;
+    }
     i32_slots s = slots_of(k);
     for (int i = 0; i < n_in; i++) {
         if (k == SPIN_K_WHERE && i == 0) {

@@ -154,7 +154,9 @@ static int ocl_device_count(void) {
     X(softmax_rows_f32) X(softmax_back_rows_f32)                                                    \
     X(rmsnorm_rows_f32) X(rmsnorm_back_rows_f32) X(rmsnorm_dw_f32)                                  \
     X(layernorm_rows_f32) X(layernorm_back_rows_f32) X(layernorm_dwdb_f32) X(rope_f32)     \
-    X(argmax_rows_f32)
+    X(argmax_rows_f32)                                                                              \
+    X(grad_sumsq_blocks_f32) X(grad_sumsq_combine_f32) X(grad_clip_stat_f32) X(rmsprop_step_f32)    \
+    X(adamw_step_f32)
 /* clang-format on */
 
 typedef enum {
@@ -179,6 +181,8 @@ typedef struct {
     cl_kernel kernels[OK_COUNT];
     size_t max_group;
     bool fp64;
+    cl_mem scratch; /* GRAD_SUMSQ's block partials; reused (the queue is in order) */
+    size_t scratch_bytes;
 } ocl_ctx;
 
 static ocl_ctx *ctx_of(spin_device *dev) {
@@ -223,6 +227,8 @@ static void ocl_device_close(spin_device *dev) {
     for (int k = 0; k < OK_COUNT; k++)
         if (c->kernels[k])
             clReleaseKernel(c->kernels[k]);
+    if (c->scratch)
+        clReleaseMemObject(c->scratch);
     if (c->program)
         clReleaseProgram(c->program);
     if (c->queue)
@@ -703,6 +709,83 @@ static spin_status ocl_ARGMAX(struct spin_device *dev, const spin_kcall *c) {
     return rows_run(dev, &l, rows);
 }
 
+/* ---- optimizer kernels (backends/kernels/optim.cl) ---- */
+
+#define OPTIM_BLOCK 4096 /* as optim.cl and backends/cpu/cpu_optim.c */
+
+static spin_status ocl_GRAD_SUMSQ(struct spin_device *dev, const spin_kcall *c) {
+    ocl_ctx *cx = ctx_of(dev);
+    const spin_view *g = &c->in[0], *acc = &c->out[0];
+    int64_t n = numel(g), nb = (n + OPTIM_BLOCK - 1) / OPTIM_BLOCK;
+    /* 8 bytes per partial whatever acc_t is on this device */
+    size_t need = (size_t)(nb > 0 ? nb : 1) * 8;
+    if (cx->scratch_bytes < need) {
+        if (cx->scratch)
+            clReleaseMemObject(cx->scratch); /* queued launches keep it alive until they finish */
+        cx->scratch = ocl_alloc(dev, need);
+        cx->scratch_bytes = cx->scratch ? need : 0;
+        if (!cx->scratch)
+            return SPIN_ERR_OOM;
+    }
+    launch l = rows_begin(dev, OK_grad_sumsq_blocks_f32, n);
+    arg_buf(&l, g);
+    arg_(&l, sizeof cx->scratch, &cx->scratch);
+    spin_status s = rows_run(dev, &l, nb);
+    if (s != SPIN_OK)
+        return s;
+    launch m = {cx->kernels[OK_grad_sumsq_combine_f32], 0, CL_SUCCESS, 0};
+    arg_i64(&m, nb);
+    arg_(&m, sizeof cx->scratch, &cx->scratch);
+    arg_buf(&m, acc);
+    return launch_run(dev, &m, 1);
+}
+
+static spin_status ocl_GRAD_CLIP_STAT(struct spin_device *dev, const spin_kcall *c) {
+    launch l = {ctx_of(dev)->kernels[OK_grad_clip_stat_f32], 0, CL_SUCCESS, 0};
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->out[0]);
+    arg_f32(&l, c->p.f[0]);
+    return launch_run(dev, &l, 1);
+}
+
+/* The optional model copy (output slot `slot`): its buffer and kind 1 f32, 2 bf16, 3 f16, or the
+ * master's buffer with kind 0. */
+static void arg_copy(launch *l, const spin_kcall *c, int slot) {
+    bool has = c->n_out > slot;
+    const spin_view *v = has ? &c->out[slot] : &c->out[0];
+    arg_buf(l, v);
+    cl_int kind = !has ? 0 : v->dtype == SPIN_BF16 ? 2 : v->dtype == SPIN_F16 ? 3 : 1;
+    arg_(l, sizeof kind, &kind);
+}
+
+static spin_status ocl_RMSPROP_STEP(struct spin_device *dev, const spin_kcall *c) {
+    int64_t n = numel(&c->out[0]);
+    launch l = {ctx_of(dev)->kernels[OK_rmsprop_step_f32], 0, CL_SUCCESS, 0};
+    arg_i64(&l, n);
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->in[1]);
+    arg_buf(&l, &c->out[0]);
+    arg_buf(&l, &c->out[1]);
+    arg_copy(&l, c, 2);
+    for (int i = 0; i < 5; i++)
+        arg_f32(&l, c->p.f[i]);
+    return launch_run(dev, &l, n);
+}
+
+static spin_status ocl_ADAMW_STEP(struct spin_device *dev, const spin_kcall *c) {
+    int64_t n = numel(&c->out[0]);
+    launch l = {ctx_of(dev)->kernels[OK_adamw_step_f32], 0, CL_SUCCESS, 0};
+    arg_i64(&l, n);
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->in[1]);
+    for (int i = 0; i < 3; i++)
+        arg_buf(&l, &c->out[i]);
+    arg_copy(&l, c, 3);
+    for (int i = 0; i < 7; i++)
+        arg_f32(&l, c->p.f[i]);
+    return launch_run(dev, &l, n);
+}
+
 /* ---- host fallback inside a kernel: for call shapes (not dtypes) this backend cannot express ---- */
 
 /* Elements [0, extent) of v's buffer cover every element of the view. */
@@ -832,6 +915,11 @@ static bool ocl_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         return in[0] == SPIN_F32 && out[0] == SPIN_I32;
     if (k == SPIN_K_WHERE)
         return f32_or_i32 && in[1] == SPIN_F32 && in[2] == SPIN_F32 && out[0] == SPIN_F32;
+    /* the optimizer steps' model copy (last slot) may be bf16 or f16 */
+    int copy_slot = k == SPIN_K_RMSPROP_STEP ? 2 : k == SPIN_K_ADAMW_STEP ? 3 : -1;
+    if (copy_slot >= 0 && n_out == copy_slot + 1 &&
+        (out[copy_slot] == SPIN_BF16 || out[copy_slot] == SPIN_F16))
+        n_out--;
     for (int i = 0; i < n_in; i++)
         if (in[i] != SPIN_F32)
             return false;
@@ -872,12 +960,15 @@ static const spin_backend opencl_backend = {
     .supports = ocl_supports,
     .describe = ocl_describe,
 #define E_(name) [SPIN_K_##name] = ocl_##name,
+    /* clang-format off */
     .kernels = {E_(COPY) E_(FILL) E_(ARANGE) E_(WHERE) E_(SUM_AXIS) E_(SUMSQ_AXIS) E_(ADD) E_(SUB) E_(MUL)
                     E_(DIV) E_(SCALE) E_(EXP) E_(LOG) E_(SQRT) E_(RSQRT) E_(NEG) E_(SILU) E_(GELU) E_(RELU)
                         E_(LOGSIGMOID) E_(CLAMP) E_(SILU_BACK) E_(GELU_BACK) E_(RELU_BACK) E_(LOGSIGMOID_BACK)
                             E_(CLAMP_BACK) E_(MATMUL) E_(SOFTMAX) E_(LOG_SOFTMAX) E_(SOFTMAX_BACK)
                                 E_(LOG_SOFTMAX_BACK) E_(RMSNORM) E_(RMSNORM_BACK) E_(LAYERNORM)
-                                    E_(LAYERNORM_BACK) E_(ROPE) E_(ARGMAX)},
+                                    E_(LAYERNORM_BACK) E_(ROPE) E_(ARGMAX)
+                E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)},
+/* clang-format on */
 #undef E_
 };
 
