@@ -624,7 +624,8 @@ spin_tensor *spin_llama_forward(spin_llama *m, spin_tensor *ids, spin_tensor *po
     }
     int64_t n = B * T;
     spin_tensor *flat = ok ? spin_reshape(ids, 1, &n) : NULL;
-    spin_tensor *x = flat ? spin_embedding(m->embed, flat) : NULL;
+    /* pad_token_id's row gets no gradient, as in transformers (nn.Embedding(padding_idx=)) */
+    spin_tensor *x = flat ? spin_embedding_pad(m->embed, flat, m->cfg.pad_token_id) : NULL;
     spin_tensor_release(flat);
     for (int64_t l = 0; l < m->cfg.num_hidden_layers && x; l++) {
         block_ctx bc = {m, (int)l, B, T, cache, cache ? cache->len + T : 0};

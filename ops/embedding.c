@@ -1,5 +1,7 @@
 /* Embedding lookup y[.., :] = w[ids[..], :] and its backward dw[v, :] = sum_{ids[n] = v} g[n, :]
- * (ids are integers: only w is differentiated). */
+ * (ids are integers: only w is differentiated), except dw[padding_idx, :] = 0 when a padding index
+ * is given, as torch.nn.Embedding(padding_idx=) and so every transformers model whose config sets
+ * pad_token_id. */
 #include "ops/op_util.h"
 
 /* x as a contiguous tensor, without recording a copy node: the op's own node covers it. */
@@ -32,11 +34,25 @@ static spin_status embedding_backward(spin_node *n, spin_tensor *g, spin_tensor 
     spin_tensor_release(in[0]);
     spin_tensor_release(in[1]);
     spin_tensor_release(gc);
+    int64_t pad = n->p.i[2];
+    if (dw && pad >= 0) {
+        spin_tensor *row = spin_narrow(dw, 0, pad, 1);
+        spin_status s = row ? spin_fill_(row, 0.0f) : SPIN_ERR_INVALID;
+        spin_tensor_release(row);
+        if (s != SPIN_OK) {
+            spin_tensor_release(dw);
+            dw = NULL;
+        }
+    }
     gin[0] = dw;
     return dw ? SPIN_OK : SPIN_ERR_INVALID;
 }
 
 spin_tensor *spin_embedding(spin_tensor *w, spin_tensor *ids) {
+    return spin_embedding_pad(w, ids, -1);
+}
+
+spin_tensor *spin_embedding_pad(spin_tensor *w, spin_tensor *ids, int64_t padding_idx) {
     op_begin();
     char sw[64], si[64];
     OP_REQUIRE(w && ids, "embedding: w and ids are required");
@@ -50,6 +66,8 @@ spin_tensor *spin_embedding(spin_tensor *w, spin_tensor *ids) {
     OP_REQUIRE(nd < SPIN_MAX_DIMS, "embedding: ids %s leave no room for the embedding dim (max %d dims)", si,
                SPIN_MAX_DIMS);
     int64_t v = spin_tensor_dim(w, 0), cols = spin_tensor_dim(w, 1), tokens = spin_tensor_numel(ids);
+    OP_REQUIRE(padding_idx < v, "embedding: padding_idx %lld is outside the %lld rows of w",
+               (long long)padding_idx, (long long)v);
     int64_t sh[SPIN_MAX_DIMS];
     for (int i = 0; i < nd; i++)
         sh[i] = spin_tensor_dim(ids, i);
@@ -67,6 +85,7 @@ spin_tensor *spin_embedding(spin_tensor *w, spin_tensor *ids) {
     if (n) {
         n->p.i[0] = v;
         n->p.i[1] = cols;
+        n->p.i[2] = padding_idx < 0 ? -1 : padding_idx;
         spin_node_save(n, ic);
     }
     spin_tensor_release(yv);

@@ -82,6 +82,8 @@ spin_tensor *spin_layernorm(spin_tensor *x, spin_tensor *w, spin_tensor *b, floa
 
 /* ---- embedding (ops/embedding.c): w [V, C], ids i32 [..] -> [.., C] ---- */
 spin_tensor *spin_embedding(spin_tensor *w, spin_tensor *ids);
+/* The same with torch's padding_idx: row padding_idx (if >= 0) receives no gradient. */
+spin_tensor *spin_embedding_pad(spin_tensor *w, spin_tensor *ids, int64_t padding_idx);
 
 /* ---- rotary position embedding (ops/rope.c) ----
  * x [B, H, T, D], pos i32 [B, T]; inv_freq [D/2] f32 (from spin_rope_inv_freq or a model's

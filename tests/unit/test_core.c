@@ -161,6 +161,35 @@ static void test_grad_accumulates_and_zeroes(void **state) {
     spin_tensor_release(x);
 }
 
+/* torch.nn.Embedding(padding_idx=p): row p gets no gradient, the other rows the plain sums; the
+ * forward is the plain lookup. */
+static void test_embedding_padding_idx(void **state) {
+    (void)state;
+    float w[4 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int64_t ws[2] = {4, 2}, n = 5;
+    spin_tensor *wt = spin_from_host(cpu, SPIN_F32, 2, ws, w);
+    spin_tensor *ids = spin_from_host(cpu, SPIN_I32, 1, &n, (int32_t[]){2, 0, 2, 3, 0});
+    spin_tensor_set_requires_grad(wt, true);
+    float y[10], g[8];
+    for (int pad = -1; pad <= 2; pad += 3) {
+        spin_scope_begin();
+        spin_tensor *e = spin_embedding_pad(wt, ids, pad);
+        assert_int_equal(spin_tensor_read_f32(e, y, 10), SPIN_OK);
+        assert_true(y[0] == 5 && y[1] == 6 && y[2] == 1 && y[8] == 1 && y[9] == 2);
+        /* d/dw of sum(e * e) = 2 e, summed per id */
+        assert_int_equal(spin_backward(spin_sum_all(spin_mul(e, e))), SPIN_OK);
+        spin_scope_end();
+        assert_int_equal(spin_tensor_read_f32(spin_tensor_grad(wt), g, 8), SPIN_OK);
+        const float want_pad[8] = {4, 8, 0, 0, 0, 0, 14, 16};
+        const float want_all[8] = {4, 8, 0, 0, 20, 24, 14, 16};
+        assert_memory_equal(g, pad < 0 ? want_all : want_pad, sizeof g);
+        spin_tensor_zero_grad(wt);
+    }
+    assert_null(spin_embedding_pad(wt, ids, 4)); /* outside the table */
+    spin_tensor_release(ids);
+    spin_tensor_release(wt);
+}
+
 static void test_no_grad_and_detach(void **state) {
     (void)state;
     spin_scope_begin();
@@ -319,6 +348,7 @@ int main(void) {
         cmocka_unit_test(test_grad_accumulates_and_zeroes),
         cmocka_unit_test(test_no_grad_and_detach),
         cmocka_unit_test(test_graph_is_freed_by_backward),
+        cmocka_unit_test(test_embedding_padding_idx),
         cmocka_unit_test(test_checkpoint_recompute_matches),
         cmocka_unit_test(test_fallback_to_cpu),
     };
