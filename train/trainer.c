@@ -366,6 +366,8 @@ static void zero_grads(spin_llama *m) {
 spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d, spin_train_result *res) {
     memset(res, 0, sizeof *res);
     SPIN_TRY(check_config(c, d));
+    bool kept_recompute = d->policy->recompute;
+    d->policy->recompute = c->gradient_checkpointing;
     int64_t B = c->per_device_train_batch_size, A = c->gradient_accumulation_steps;
     int64_t total = spin_sched_total_steps(c->num_train_epochs, d->n, B, 1, A, c->max_steps);
     int64_t warmup = spin_sched_warmup_steps(c->warmup_ratio, c->warmup_steps, total);
@@ -541,5 +543,6 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
     free(L.buf);
     free(L.rows);
     spin_optim_free(opt);
+    d->policy->recompute = kept_recompute;
     return s;
 }

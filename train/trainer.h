@@ -28,6 +28,7 @@ typedef struct {
     double num_train_epochs;
     int64_t max_steps; /* > 0 overrides the epochs */
     int64_t per_device_train_batch_size, gradient_accumulation_steps;
+    bool gradient_checkpointing; /* recompute each block in backward: less memory, the same gradients */
     uint64_t seed;
     bool shuffle;             /* a seeded shuffle each epoch (HF's RandomSampler); off: dataset order */
     int64_t logging_steps;    /* a metrics line every N updates, and after the first (logging_first_step) */

@@ -170,7 +170,7 @@ static int read_metrics(const char *path, double *loss, double *gn, double *lr, 
     return n;
 }
 
-static void check_golden(const char *name, spin_optim_kind k, bool stored_scores) {
+static void check_golden(const char *name, spin_optim_kind k, bool stored_scores, bool recompute) {
     examples e = load_examples();
     spin_llama *policy = load_tiny(), *ref = NULL;
     spin_collate_opts co = collate_opts();
@@ -187,6 +187,7 @@ static void check_golden(const char *name, spin_optim_kind k, bool stored_scores
     char *dir = tmpdir();
     spin_train_config c = golden_config(k);
     c.output_dir = dir;
+    c.gradient_checkpointing = recompute;
     spin_train_data d = {.policy = policy,
                          .reference = ref,
                          .examples = e.ex,
@@ -219,8 +220,9 @@ static void check_golden(const char *name, spin_optim_kind k, bool stored_scores
     json_object_put(g);
     snprintf(gold, sizeof gold, DATA "trajectory_%s.safetensors", name);
     double perr = params_err(policy, gold);
-    print_message("%s %s: loss rel err %.2e, grad norm rel err %.2e, final params normalised err %.2e\n",
-                  name, stored_scores ? "stored scores" : "reference model", worst_loss, worst_gn, perr);
+    print_message("%s %s%s: loss rel err %.2e, grad norm rel err %.2e, final params normalised err %.2e\n",
+                  name, stored_scores ? "stored scores" : "reference model", recompute ? ", recompute" : "",
+                  worst_loss, worst_gn, perr);
     /* f32 here and in torch, different summation orders; ten updates of RMSProp (whose first
      * steps are ~lr/sqrt(1-alpha) per element) amplify rounding. Measured: <= 1e-6. 1e-5 leaves
      * room for rounding and is far below any real mistake (the pad row's embedding gradient
@@ -239,19 +241,19 @@ static void check_golden(const char *name, spin_optim_kind k, bool stored_scores
 
 static void test_golden_rmsprop_reference_model(void **s) {
     (void)s;
-    check_golden("rmsprop", SPIN_OPTIM_RMSPROP, false);
+    check_golden("rmsprop", SPIN_OPTIM_RMSPROP, false, false);
 }
 static void test_golden_rmsprop_stored_scores(void **s) {
     (void)s;
-    check_golden("rmsprop", SPIN_OPTIM_RMSPROP, true);
+    check_golden("rmsprop", SPIN_OPTIM_RMSPROP, true, false);
 }
 static void test_golden_adamw_reference_model(void **s) {
     (void)s;
-    check_golden("adamw", SPIN_OPTIM_ADAMW, false);
+    check_golden("adamw", SPIN_OPTIM_ADAMW, false, false);
 }
 static void test_golden_adamw_stored_scores(void **s) {
     (void)s;
-    check_golden("adamw", SPIN_OPTIM_ADAMW, true);
+    check_golden("adamw", SPIN_OPTIM_ADAMW, true, true);
 }
 
 /* Mode (a) (a frozen model per training batch) and mode (b) (one scoring pass in other batches,
@@ -379,6 +381,37 @@ static int sigterm_child(const char *dir) {
     if (st != SPIN_OK)
         fprintf(stderr, "child: %s\n", spin_last_error());
     return st == SPIN_OK && r.interrupted ? 0 : 1;
+}
+
+/* gradient_checkpointing recomputes each block in backward: the same updates, bit for bit. */
+static void test_recompute_is_identical(void **s) {
+    (void)s;
+    examples e = load_examples();
+    float *v[2];
+    int64_t n[2];
+    for (int k = 0; k < 2; k++) {
+        spin_llama *p = load_tiny(), *ref = load_tiny();
+        char *dir = tmpdir();
+        spin_train_config c = golden_config(SPIN_OPTIM_ADAMW);
+        c.output_dir = dir;
+        c.max_steps = 4;
+        c.gradient_checkpointing = k == 1;
+        spin_train_data d = {
+            .policy = p, .reference = ref, .examples = e.ex, .n = e.n, .collate = collate_opts()};
+        spin_train_result r;
+        assert_int_equal(spin_train_run(&c, &d, &r), SPIN_OK);
+        assert_false(p->recompute); /* the model's own setting is given back */
+        read_params(p, &v[k], &n[k]);
+        rm_rf(dir);
+        free(dir);
+        spin_llama_free(p);
+        spin_llama_free(ref);
+    }
+    assert_int_equal(n[0], n[1]);
+    assert_memory_equal(v[0], v[1], (size_t)n[0] * sizeof(float));
+    free(v[0]);
+    free(v[1]);
+    free_examples(&e);
 }
 
 /* SIGTERM during training: the child writes a checkpoint and exits cleanly; the checkpoint is
@@ -526,6 +559,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_golden_adamw_stored_scores),
         cmocka_unit_test(test_modes_agree),
         cmocka_unit_test(test_resume_is_bit_exact),
+        cmocka_unit_test(test_recompute_is_identical),
         cmocka_unit_test(test_sigterm_checkpoints),
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_stale_scores_refused),
