@@ -74,6 +74,13 @@ opencl() {
     POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/test_ops_device >/tmp/spin-ocl-ops.txt 2>&1 ||
         { cat /tmp/spin-ocl-ops.txt; return 1; }
     grep -E '^\[  (PASSED|FAILED) |^CPU fallbacks' /tmp/spin-ocl-ops.txt
+    # the optimizer kernels, the losses and the trainer's golden trajectories on the OpenCL device
+    local t
+    for t in test_optim test_pref_loss test_trainer; do
+        POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/$t >/tmp/spin-ocl-$t.txt 2>&1 ||
+            { cat /tmp/spin-ocl-$t.txt; return 1; }
+        grep -E '^\[  (PASSED|FAILED) ' /tmp/spin-ocl-$t.txt | sed "s/^/$t: /"
+    done
     POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/spin selftest >/tmp/spin-ocl-selftest.txt 2>&1 ||
         { cat /tmp/spin-ocl-selftest.txt; return 1; }
     grep '^selftest on' /tmp/spin-ocl-selftest.txt
