@@ -380,6 +380,9 @@ static int sigterm_child(const char *dir) {
     spin_status st = spin_train_run(&c, &d, &r);
     if (st != SPIN_OK)
         fprintf(stderr, "child: %s\n", spin_last_error());
+    spin_llama_free(p);
+    spin_llama_free(ref);
+    free_examples(&e);
     return st == SPIN_OK && r.interrupted ? 0 : 1;
 }
 
