@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages spin builds with, when missing. Sourced by test.sh and demo.sh.
 # Other systems: install CMake >= 3.25, a C11 compiler with OpenMP, OpenBLAS (with cblas.h),
-# cmocka, json-c, Oniguruma and pkg-config, then run the same scripts.
+# cmocka, json-c, Oniguruma, cairo and pkg-config, then run the same scripts.
 spin_install_deps() {
-    local pkgs=(cmake make gcc pkg-config git libopenblas-dev libopenblas0-openmp libcmocka-dev libjson-c-dev libonig-dev binutils)
+    local pkgs=(cmake make gcc pkg-config git libopenblas-dev libopenblas0-openmp libcmocka-dev libjson-c-dev libonig-dev libcairo2-dev binutils)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -11,7 +11,7 @@ spin_install_deps() {
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "spin: missing packages: ${missing[*]}" >&2
-        echo "spin: this is not a Debian/Ubuntu system: install CMake >= 3.25, gcc with OpenMP, OpenBLAS, cmocka, json-c, Oniguruma and pkg-config" >&2
+        echo "spin: this is not a Debian/Ubuntu system: install CMake >= 3.25, gcc with OpenMP, OpenBLAS, cmocka, json-c, Oniguruma, cairo and pkg-config" >&2
         return 1
     fi
     local sudo=""

@@ -8,5 +8,6 @@ int cmd_demo(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_complete(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static void usage(FILE *f) {
                "  tokenize   text <-> token ids (tokenizer.json, model directory or GGUF; JSON lines)\n"
                "  complete   batched generation: prompts in, completions out (JSON lines)\n"
                "  chat       interactive conversation with a model through its chat template\n"
+               "  plot       PNG/SVG charts of a training run's metrics.jsonl\n"
                "\n"
                "environment:\n"
                "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
@@ -48,6 +49,8 @@ int main(int argc, char **argv) {
         return cmd_complete(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat"))
         return cmd_chat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plot"))
+        return cmd_plot(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
