@@ -131,6 +131,22 @@ spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g) {
     return spin_launch(SPIN_K_ADD, 2, in, 1, acc, NULL);
 }
 
+/* A leaf's gradient (a parameter's) is accumulated in f32 whatever the leaf's dtype, as DeepSpeed's
+ * bf16 optimizer keeps f32 gradient buffers: micro-batches add up without bf16 rounding, and the
+ * optimizer's f32 master update reads it as it is. */
+static spin_status accumulate_leaf(spin_tensor *t, spin_tensor *g) {
+    if (g->dtype == SPIN_F32 || t->grad)
+        return spin_grad_accumulate(&t->grad, g); /* an f32 sum already, or the first one in f32 */
+    spin_tensor *c = spin_tensor_new(g->st->dev, SPIN_F32, g->ndim, g->shape);
+    if (!c)
+        return SPIN_ERR_OOM;
+    spin_status s = spin_launch(SPIN_K_COPY, 1, &g, 1, &c, NULL);
+    if (s == SPIN_OK)
+        s = spin_grad_accumulate(&t->grad, c);
+    spin_tensor_release(c);
+    return s;
+}
+
 /* ---- the backward walk ---- */
 
 typedef struct {
@@ -223,7 +239,7 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
                 if (--t->node->pending == 0)
                     list_push(&ready, t->node);
             } else if (t->requires_grad) {
-                s = spin_grad_accumulate(&t->grad, gin[i]);
+                s = accumulate_leaf(t, gin[i]);
             }
         }
         for (int i = 0; i < n->n_in; i++)

@@ -27,6 +27,7 @@ typedef struct spin_device {
     void *ctx;
     struct spin_alloc_cache *cache;
     uint64_t fallbacks[SPIN_KERNEL_COUNT]; /* kernels this device ran on the CPU instead */
+    uint64_t widened[SPIN_KERNEL_COUNT];   /* kernels run in f32 on bf16/f16 tensors (core/dispatch.c) */
 } spin_device;
 
 /* Registry. Backends register at start-up (backends/registry.c); the first registered is the CPU. */

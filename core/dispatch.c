@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/scope.h"
 #include "core/tensor_impl.h"
 
 const char *spin_kernel_name(spin_kernel k) {
@@ -55,10 +56,103 @@ static spin_status storage_to_cpu(spin_tensor *t, spin_device *cpu, spin_storage
     return t->st->dev->backend->to_host(t->st->dev, st->buf, t->st->buf, 0, st->bytes);
 }
 
+static bool is_reduced(spin_dtype t) {
+    return t == SPIN_BF16 || t == SPIN_F16;
+}
+
+/* Whether dev runs k when every bf16/f16 slot is given f32 instead (and some slot is bf16/f16). */
+static bool widenable(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
+                      spin_tensor *const *out) {
+    if (!dev->backend->kernels[k] || !dev->backend->kernels[SPIN_K_COPY])
+        return false;
+    spin_dtype din[SPIN_KMAX_IN], dout[SPIN_KMAX_OUT];
+    bool any = false;
+    for (int i = 0; i < n_in; i++) {
+        any |= is_reduced(in[i]->dtype);
+        din[i] = is_reduced(in[i]->dtype) ? SPIN_F32 : in[i]->dtype;
+    }
+    for (int i = 0; i < n_out; i++) {
+        any |= is_reduced(out[i]->dtype);
+        dout[i] = is_reduced(out[i]->dtype) ? SPIN_F32 : out[i]->dtype;
+    }
+    return any && dev->backend->supports(dev, k, din, n_in, dout, n_out);
+}
+
+/* Kernels that read an output before writing it (its old value must reach the f32 copy). */
+static bool reads_output(spin_kernel k, const spin_kparams *p) {
+    switch (k) {
+    case SPIN_K_MATMUL: return p && p->f[1] != 0.0f;
+    case SPIN_K_GRAD_SUMSQ:
+    case SPIN_K_RMSPROP_STEP:
+    case SPIN_K_ADAMW_STEP: return true;
+    default: return false;
+    }
+}
+
+static spin_status native(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
+                          spin_tensor *const *out, const spin_kparams *p) {
+    spin_kcall c;
+    build_call(&c, n_in, in, n_out, out, p);
+    return dev->backend->kernels[k](dev, &c);
+}
+
+/* Runs k in f32 on dev: each bf16/f16 input is widened (exactly) into a contiguous f32 copy, each
+ * bf16/f16 output is computed into one and rounded back into the output's view (round to nearest
+ * even, as torch). Contiguous copies keep every kernel's meaning: a strided or broadcast view
+ * reads the same elements either way. */
+static spin_status run_widened(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
+                               spin_tensor *const *out, const spin_kparams *p) {
+    spin_scope_manual_begin();
+    spin_tensor *win[SPIN_KMAX_IN] = {0}, *wout[SPIN_KMAX_OUT] = {0};
+    spin_tensor *tmp[SPIN_KMAX_IN + SPIN_KMAX_OUT] = {0};
+    int n_tmp = 0;
+    spin_status s = SPIN_OK;
+    for (int i = 0; i < n_in + n_out && s == SPIN_OK; i++) {
+        bool is_in = i < n_in;
+        spin_tensor *t = is_in ? in[i] : out[i - n_in];
+        spin_tensor *w = t;
+        if (is_reduced(t->dtype)) {
+            w = tmp[n_tmp++] = spin_tensor_new(dev, SPIN_F32, t->ndim, t->shape);
+            if (!w)
+                s = SPIN_ERR_OOM;
+            else if (is_in || reads_output(k, p))
+                s = native(dev, SPIN_K_COPY, 1, &t, 1, &w, NULL);
+        }
+        if (is_in)
+            win[i] = w;
+        else
+            wout[i - n_in] = w;
+    }
+    if (s == SPIN_OK)
+        s = native(dev, k, n_in, win, n_out, wout, p);
+    for (int i = 0; i < n_out && s == SPIN_OK; i++)
+        if (wout[i] != out[i])
+            s = native(dev, SPIN_K_COPY, 1, &wout[i], 1, &out[i], NULL);
+    for (int i = 0; i < n_tmp; i++)
+        spin_tensor_release(tmp[i]);
+    spin_scope_manual_end();
+    if (s == SPIN_OK)
+        dev->widened[k]++;
+    return s;
+}
+
+/* Natively when the backend can, else through f32 copies when it can in f32. */
+static bool runnable(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
+                     spin_tensor *const *out) {
+    return supported(dev, k, n_in, in, n_out, out) || widenable(dev, k, n_in, in, n_out, out);
+}
+
+static spin_status run_here(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
+                            spin_tensor *const *out, const spin_kparams *p) {
+    if (supported(dev, k, n_in, in, n_out, out))
+        return native(dev, k, n_in, in, n_out, out, p);
+    return run_widened(dev, k, n_in, in, n_out, out, p);
+}
+
 static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
                               spin_tensor *const *out, const spin_kparams *p) {
     spin_device *cpu = spin_cpu_device();
-    if (!supported(cpu, k, n_in, in, n_out, out)) {
+    if (!runnable(cpu, k, n_in, in, n_out, out)) {
         char dts[128] = "";
         for (int i = 0; i < n_in + n_out; i++) {
             const spin_tensor *t = i < n_in ? in[i] : out[i - n_in];
@@ -85,11 +179,8 @@ static spin_status run_on_cpu(spin_device *dev, spin_kernel k, int n_in, spin_te
         else
             aout[i - n_in] = &alias[i];
     }
-    if (s == SPIN_OK) {
-        spin_kcall c;
-        build_call(&c, n_in, ain, n_out, aout, p);
-        s = cpu->backend->kernels[k](cpu, &c);
-    }
+    if (s == SPIN_OK)
+        s = run_here(cpu, k, n_in, ain, n_out, aout, p);
     for (int i = 0; i < n_out && s == SPIN_OK; i++)
         s = dev->backend->from_host(dev, out[i]->st->buf, 0, st[n_in + i].buf, st[n_in + i].bytes);
     for (int i = 0; i < made; i++)
@@ -111,12 +202,19 @@ spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_o
         if (out[i]->st->dev != dev)
             return spin_fail(SPIN_ERR_INVALID, "kernel %s: outputs on different devices",
                              spin_kernel_name(k));
-    if (supported(dev, k, n_in, in, n_out, out)) {
-        spin_kcall c;
-        build_call(&c, n_in, in, n_out, out, p);
-        return dev->backend->kernels[k](dev, &c);
-    }
+    if (supported(dev, k, n_in, in, n_out, out))
+        return native(dev, k, n_in, in, n_out, out, p);
+    /* f32 copies only on the CPU: another backend's missing bf16 kernels come from the CPU's */
+    if (dev == spin_cpu_device() && widenable(dev, k, n_in, in, n_out, out))
+        return run_widened(dev, k, n_in, in, n_out, out, p);
     return run_on_cpu(dev, k, n_in, in, n_out, out, p);
+}
+
+uint64_t spin_widened_total(const spin_device *dev) {
+    uint64_t n = 0;
+    for (int k = 0; k < SPIN_KERNEL_COUNT; k++)
+        n += dev->widened[k];
+    return n;
 }
 
 uint64_t spin_fallback_total(const spin_device *dev) {

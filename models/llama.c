@@ -228,6 +228,48 @@ spin_status spin_llama_init(const spin_llama_config *cfg, spin_device *dev, uint
     return spin_llama_build(cfg, dev, init_fn, &c, out);
 }
 
+spin_status spin_llama_set_dtype(spin_llama *m, spin_dtype dt) {
+    if (dt != SPIN_F32 && dt != SPIN_BF16)
+        return spin_fail(SPIN_ERR_INVALID, "llama: parameters can be f32 or bf16, not %s",
+                         spin_dtype_name(dt));
+    int64_t max = 3 + m->cfg.num_hidden_layers * P_PER_LAYER;
+    param_spec *ps = calloc((size_t)max, sizeof *ps);
+    spin_tensor **cast = calloc((size_t)max, sizeof *cast);
+    spin_status s = ps && cast ? SPIN_OK : spin_fail(SPIN_ERR_OOM, "llama: out of host memory");
+    int n = s == SPIN_OK ? param_specs(m, ps) : 0;
+    SPIN_ASSERT(s != SPIN_OK || n == m->n_params, "llama: %d parameter specs for %d parameters", n,
+                m->n_params);
+    /* every copy first, so a failure leaves the model as it was */
+    spin_scope_manual_begin();
+    spin_no_grad_begin();
+    for (int i = 0; i < n && s == SPIN_OK; i++)
+        if (spin_tensor_dtype(m->params[i]) != dt && !(cast[i] = spin_cast(m->params[i], dt)))
+            s = SPIN_ERR_OOM;
+    spin_no_grad_end();
+    spin_scope_manual_end();
+    for (int i = 0; i < n; i++) {
+        if (!cast[i])
+            continue;
+        if (s != SPIN_OK) {
+            spin_tensor_release(cast[i]);
+            continue;
+        }
+        spin_tensor_set_requires_grad(cast[i], spin_tensor_requires_grad(m->params[i]));
+        spin_tensor_set_name(cast[i], ps[i].name);
+        spin_tensor_release(m->params[i]);
+        *ps[i].slot = m->params[i] = cast[i];
+    }
+    if (s == SPIN_OK)
+        finish_tie(m);
+    free(ps);
+    free(cast);
+    return s;
+}
+
+spin_dtype spin_llama_dtype(const spin_llama *m) {
+    return spin_tensor_dtype(m->embed);
+}
+
 spin_tensor *spin_llama_param(const spin_llama *m, const char *name) {
     for (int i = 0; i < m->n_params; i++)
         if (!strcmp(m->names[i], name))
@@ -363,8 +405,8 @@ spin_llama_cache *spin_llama_cache_new(const spin_llama *m, int64_t batch, int64
     spin_scope_manual_begin();
     const int64_t shape[4] = {batch, m->cfg.num_key_value_heads, max_len, m->cfg.head_dim};
     for (int i = 0; ok && i < c->n_layers; i++) {
-        c->k[i] = spin_zeros(m->dev, SPIN_F32, 4, shape);
-        c->v[i] = spin_zeros(m->dev, SPIN_F32, 4, shape);
+        c->k[i] = spin_zeros(m->dev, spin_llama_dtype(m), 4, shape);
+        c->v[i] = spin_zeros(m->dev, spin_llama_dtype(m), 4, shape);
         ok = c->k[i] && c->v[i];
     }
     c->kmask = ok ? spin_zeros(m->dev, SPIN_F32, 2, (int64_t[]){batch, max_len}) : NULL;
@@ -654,7 +696,16 @@ spin_tensor *spin_llama_forward(spin_llama *m, spin_tensor *ids, spin_tensor *po
 }
 
 spin_tensor *spin_llama_logits(spin_llama *m, spin_tensor *hidden) {
-    return spin_matmul(hidden, m->lm_head, false, true);
+    spin_scope_manual_begin();
+    spin_tensor *y = spin_matmul(hidden, m->lm_head, false, true);
+    if (y && spin_tensor_dtype(y) != SPIN_F32) {
+        /* transformers' logits.float(): bf16 logits handed out as f32 */
+        spin_tensor *f = spin_cast(y, SPIN_F32);
+        spin_tensor_release(y);
+        y = f;
+    }
+    spin_scope_manual_end();
+    return spin_scope_adopt(y);
 }
 
 spin_tensor *spin_llama_loss(spin_llama *m, spin_tensor *hidden, spin_tensor *targets, int32_t ignore_index) {

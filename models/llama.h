@@ -72,6 +72,13 @@ spin_status spin_llama_build(const spin_llama_config *cfg, spin_device *dev, spi
 /* A model with random weights (normal, std 0.02; norms 1), seeded. cfg is copied. */
 spin_status spin_llama_init(const spin_llama_config *cfg, spin_device *dev, uint64_t seed, spin_llama **out);
 void spin_llama_free(spin_llama *m);
+/* Mixed precision (docs/training.md): stores every parameter as dt (SPIN_F32 or SPIN_BF16), rounded
+ * to nearest even; activations then take that dtype (every kernel still computes in f32), the
+ * final hidden states too, while log-probs, losses and spin_llama_logits are f32. Gradients are
+ * dropped; a KV cache made afterwards has dt. On failure the model is unchanged. */
+spin_status spin_llama_set_dtype(spin_llama *m, spin_dtype dt);
+/* The parameters' dtype. */
+spin_dtype spin_llama_dtype(const spin_llama *m);
 /* The parameter with HF name `name` (borrowed), or NULL. */
 spin_tensor *spin_llama_param(const spin_llama *m, const char *name);
 /* The output projection [vocab, hidden] (borrowed): lm_head.weight, or the embedding when tied. */
@@ -117,7 +124,8 @@ spin_status spin_llama_cache_copy_row(spin_llama_cache *dst, int64_t drow, const
  * every valid slot up to its own, with the query at its slot position. */
 spin_tensor *spin_llama_forward(spin_llama *m, spin_tensor *ids, spin_tensor *pos, spin_tensor *key_mask,
                                 spin_llama_cache *cache);
-/* hidden [N, hidden] -> logits [N, vocab] (materialised: for inference and tests). */
+/* hidden [N, hidden] -> logits [N, vocab] f32 (materialised: for inference and tests; a bf16
+ * model's logits are rounded to bf16 and then widened, as transformers' logits.float()). */
 spin_tensor *spin_llama_logits(spin_llama *m, spin_tensor *hidden);
 /* Mean cross-entropy over non-ignored targets i32 [N] through the lm head, chunked: the [N, vocab]
  * logits never exist whole. Shape []. */

@@ -19,7 +19,7 @@ static spin_status attention_backward(spin_node *n, spin_tensor *g, spin_tensor 
     int n_in = in[7] ? 8 : 7;
     spin_tensor *out[3];
     for (int i = 0; i < 3; i++)
-        out[i] = op_new(in[i], SPIN_F32, spin_tensor_ndim(in[i]), spin_tensor_shape(in[i]));
+        out[i] = op_new(in[i], op_grad_dtype(n->in[i]), spin_tensor_ndim(in[i]), spin_tensor_shape(in[i]));
     spin_status s = out[0] && out[1] && out[2] ? spin_launch(SPIN_K_ATTENTION_BACK, n_in, in, 3, out, &n->p)
                                                : SPIN_ERR_OOM;
     spin_tensor_release(gc);
@@ -55,10 +55,10 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
     spin_shape_str(v, sv, sizeof sv);
     OP_REQUIRE(spin_tensor_ndim(q) == 4 && spin_tensor_ndim(k) == 4 && spin_tensor_ndim(v) == 4,
                "attention: q %s, k %s, v %s must be 4-D [B, H, T, D]", sq, sk, sv);
-    OP_REQUIRE(spin_tensor_dtype(q) == SPIN_F32 && spin_tensor_dtype(k) == SPIN_F32 &&
-                   spin_tensor_dtype(v) == SPIN_F32,
-               "attention: q, k, v must be f32 (got %s, %s, %s)", spin_dtype_name(spin_tensor_dtype(q)),
-               spin_dtype_name(spin_tensor_dtype(k)), spin_dtype_name(spin_tensor_dtype(v)));
+    OP_REQUIRE(op_float(q) && op_float(k) && op_float(v),
+               "attention: q, k, v must be f32 or bf16 (got %s, %s, %s)",
+               spin_dtype_name(spin_tensor_dtype(q)), spin_dtype_name(spin_tensor_dtype(k)),
+               spin_dtype_name(spin_tensor_dtype(v)));
     const int64_t B = spin_tensor_dim(q, 0), Hq = spin_tensor_dim(q, 1), Tq = spin_tensor_dim(q, 2),
                   D = spin_tensor_dim(q, 3);
     const int64_t Hkv = spin_tensor_dim(k, 1), Tk = spin_tensor_dim(k, 2);
@@ -79,7 +79,7 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
     }
     if (kmask) {
         spin_shape_str(kmask, sp, sizeof sp);
-        OP_REQUIRE(spin_tensor_dtype(kmask) == SPIN_F32, "attention: kmask must be f32 (got %s)",
+        OP_REQUIRE(op_float(kmask), "attention: kmask must be f32 or bf16 (got %s)",
                    spin_dtype_name(spin_tensor_dtype(kmask)));
         OP_REQUIRE(spin_tensor_ndim(kmask) == 2 && spin_tensor_dim(kmask, 0) == B &&
                        spin_tensor_dim(kmask, 1) == Tk,
@@ -102,7 +102,9 @@ spin_tensor *spin_attention(spin_tensor *q, spin_tensor *k, spin_tensor *v, spin
     int n_in = kmask ? 5 : 4;
     spin_tensor *o = NULL, *lse = NULL;
     if (in[0] && in[1] && in[2] && in[3] && (!kmask || in[4])) {
-        o = op_new(q, SPIN_F32, 4, spin_tensor_shape(q));
+        /* o in the inputs' dtype; the row log-sum-exp stays f32 */
+        spin_dtype odt = op_promote(q, k) == op_promote(q, v) ? op_promote(q, k) : SPIN_F32;
+        o = op_new(q, odt, 4, spin_tensor_shape(q));
         lse = op_new(q, SPIN_F32, 3, (const int64_t[]){B, Hq, Tq});
         spin_tensor *out[2] = {o, lse};
         if (!o || !lse || spin_launch(SPIN_K_ATTENTION, n_in, in, 2, out, &p) != SPIN_OK) {

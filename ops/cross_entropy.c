@@ -38,6 +38,15 @@ static void release_all(spin_tensor **ts, int n) {
         spin_tensor_release(ts[i]);
 }
 
+/* The head in f32 for the chunk loop: a bf16 head is widened once per call rather than once per
+ * chunk by the dispatcher (the products are the same: bf16 -> f32 is exact). Owned ref. */
+static spin_tensor *head_f32(spin_tensor *w) {
+    spin_no_grad_begin();
+    spin_tensor *r = spin_tensor_dtype(w) == SPIN_F32 ? spin_tensor_retain(w) : spin_cast(w, SPIN_F32);
+    spin_no_grad_end();
+    return r;
+}
+
 /* ---- linear_logprob: logp[r] = log softmax(h w^T)[r, t_r] (0 where t_r == ignore) ---- */
 
 /* One chunk of rows: logits = h[r0:r0+n] w^T into lbuf, then CE_ROWS into the outputs' rows. */
@@ -65,18 +74,20 @@ static spin_status forward_chunk(spin_tensor *h, spin_tensor *wt, spin_tensor *t
  * dh[rows] = dlogits w and dw += dlogits^T h[rows]. */
 static spin_status linear_logprob_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_scope_manual_begin();
-    spin_tensor *h = n->saved[0], *w = n->saved[1], *t = n->saved[2], *lse = n->saved[3];
-    int64_t N = spin_tensor_dim(h, 0), C = spin_tensor_dim(h, 1), V = spin_tensor_dim(w, 0),
+    spin_tensor *h = n->saved[0], *w = head_f32(n->saved[1]), *t = n->saved[2], *lse = n->saved[3];
+    int64_t N = spin_tensor_dim(h, 0), C = spin_tensor_dim(h, 1), V = spin_tensor_dim(n->saved[1], 0),
             chunk = n->p.i[1];
     int32_t ignore = (int32_t)n->p.i[0];
     spin_tensor *gc = spin_contiguous(g);
-    spin_tensor *dh = n->needs[0] ? op_new(h, SPIN_F32, 2, (int64_t[]){N, C}) : NULL;
+    /* dh in h's dtype; dw sums every chunk's rows (beta 1): always f32 */
+    spin_tensor *dh = n->needs[0] ? op_new(h, op_grad_dtype(n->in[0]), 2, (int64_t[]){N, C}) : NULL;
     spin_tensor *dw = n->needs[1] ? op_new(h, SPIN_F32, 2, (int64_t[]){V, C}) : NULL;
     spin_tensor *lbuf = op_new(h, SPIN_F32, 2, (int64_t[]){chunk, V});
     spin_tensor *dbuf = op_new(h, SPIN_F32, 2, (int64_t[]){chunk, V});
-    spin_tensor *wt = transposed(w);
-    spin_status s =
-        gc && lbuf && dbuf && (dh || !n->needs[0]) && (dw || !n->needs[1]) ? SPIN_OK : SPIN_ERR_OOM;
+    spin_tensor *wt = w ? transposed(w) : NULL;
+    spin_status s = w && wt && gc && lbuf && dbuf && (dh || !n->needs[0]) && (dw || !n->needs[1])
+                        ? SPIN_OK
+                        : SPIN_ERR_OOM;
     for (int64_t r0 = 0; r0 < N && s == SPIN_OK; r0 += chunk) {
         int64_t m = N - r0 < chunk ? N - r0 : chunk;
         spin_tensor *hv = rows_of(h, r0, m), *tv = rows_of(t, r0, m), *lsev = rows_of(lse, r0, m),
@@ -101,8 +112,8 @@ static spin_status linear_logprob_backward(spin_node *n, spin_tensor *g, spin_te
     }
     if (s == SPIN_OK && dw && N == 0)
         s = spin_fill_(dw, 0.0f); /* no chunk ran */
-    spin_tensor *tmp[4] = {gc, lbuf, dbuf, wt};
-    release_all(tmp, 4);
+    spin_tensor *tmp[5] = {gc, lbuf, dbuf, wt, w};
+    release_all(tmp, 5);
     if (s != SPIN_OK) {
         spin_tensor_release(dh);
         spin_tensor_release(dw);
@@ -128,9 +139,8 @@ spin_tensor *spin_linear_logprob(spin_tensor *h, spin_tensor *w, spin_tensor *ta
                "linear_logprob: needs h [N, C], w [V, C], targets [N] (got h %s, w %s, targets %s)",
                spin_shape_str(h, sh, sizeof sh), spin_shape_str(w, sw, sizeof sw),
                spin_shape_str(targets, st, sizeof st));
-    OP_REQUIRE(spin_tensor_dtype(h) == SPIN_F32 && spin_tensor_dtype(w) == SPIN_F32 &&
-                   spin_tensor_dtype(targets) == SPIN_I32,
-               "linear_logprob: h and w must be f32 and targets i32 (got %s, %s, %s)",
+    OP_REQUIRE(op_float(h) && op_float(w) && spin_tensor_dtype(targets) == SPIN_I32,
+               "linear_logprob: h and w must be f32 or bf16 and targets i32 (got %s, %s, %s)",
                spin_dtype_name(spin_tensor_dtype(h)), spin_dtype_name(spin_tensor_dtype(w)),
                spin_dtype_name(spin_tensor_dtype(targets)));
     int64_t N = spin_tensor_dim(h, 0), V = spin_tensor_dim(w, 0);
@@ -145,7 +155,9 @@ spin_tensor *spin_linear_logprob(spin_tensor *h, spin_tensor *w, spin_tensor *ta
     spin_tensor *outs[3] = {op_new(h, SPIN_F32, 1, &N), op_new(h, SPIN_F32, 1, &N),
                             op_new(h, SPIN_F32, 1, &N)};
     spin_tensor *lbuf = op_new(h, SPIN_F32, 2, (int64_t[]){chunk, V});
-    spin_tensor *wt = wc ? transposed(wc) : NULL;
+    spin_tensor *wf = wc ? head_f32(wc) : NULL;
+    spin_tensor *wt = wf ? transposed(wf) : NULL;
+    spin_tensor_release(wf);
     spin_status s = hc && wc && tc && outs[0] && outs[1] && outs[2] && lbuf && wt ? SPIN_OK : SPIN_ERR_OOM;
     for (int64_t r0 = 0; r0 < N && s == SPIN_OK; r0 += chunk)
         s = forward_chunk(hc, wt, tc, lbuf, outs, r0, N - r0 < chunk ? N - r0 : chunk, ignore_index);
@@ -226,7 +238,8 @@ static spin_status logprob_gather_backward(spin_node *n, spin_tensor *g, spin_te
     spin_scope_manual_begin();
     spin_tensor *x = n->saved[0];
     spin_tensor *gc = spin_contiguous(g);
-    spin_tensor *dx = spin_tensor_new_like(x);
+    spin_tensor *dx = spin_tensor_new(spin_tensor_device(x), op_grad_dtype(n->in[0]), spin_tensor_ndim(x),
+                                      spin_tensor_shape(x));
     spin_tensor *in[4] = {x, n->saved[1], n->saved[2], gc};
     spin_status s = gc && dx ? spin_launch(SPIN_K_CE_ROWS_BACK, 4, in, 1, &dx, &n->p) : SPIN_ERR_OOM;
     spin_tensor_release(gc);
@@ -249,8 +262,8 @@ spin_tensor *spin_logprob_gather(spin_tensor *logits, spin_tensor *targets, int3
                    spin_tensor_dim(logits, 0) == spin_tensor_dim(targets, 0),
                "logprob_gather: needs logits [N, V] and targets [N] (got %s and %s)",
                spin_shape_str(logits, sl, sizeof sl), spin_shape_str(targets, st, sizeof st));
-    OP_REQUIRE(spin_tensor_dtype(logits) == SPIN_F32 && spin_tensor_dtype(targets) == SPIN_I32,
-               "logprob_gather: logits must be f32 and targets i32 (got %s and %s)",
+    OP_REQUIRE(op_float(logits) && spin_tensor_dtype(targets) == SPIN_I32,
+               "logprob_gather: logits must be f32 or bf16 and targets i32 (got %s and %s)",
                spin_dtype_name(spin_tensor_dtype(logits)), spin_dtype_name(spin_tensor_dtype(targets)));
     int64_t N = spin_tensor_dim(logits, 0);
     spin_no_grad_begin();

@@ -40,8 +40,8 @@ spin_tensor *op_unbroadcast(spin_tensor *g, const spin_tensor *like) {
         int64_t sh[SPIN_MAX_DIMS];
         memcpy(sh, spin_tensor_shape(cur), sizeof sh);
         sh[i] = 1;
-        spin_tensor *r =
-            op_launch(SPIN_K_SUM_AXIS, 1, &cur, op_new(cur, SPIN_F32, gn, sh), &(spin_kparams){.i = {i}});
+        spin_tensor *r = op_launch(SPIN_K_SUM_AXIS, 1, &cur, op_new(cur, spin_tensor_dtype(cur), gn, sh),
+                                   &(spin_kparams){.i = {i}});
         spin_tensor_release(cur);
         cur = r;
     }
@@ -67,10 +67,10 @@ static spin_tensor *binary(spin_kernel k, const char *name, spin_backward_fn bw,
     char sa[64], sb[64];
     OP_REQUIRE(broadcast_shape(a, b, &nd, sh), "%s: shapes %s and %s do not broadcast", name,
                spin_shape_str(a, sa, sizeof sa), spin_shape_str(b, sb, sizeof sb));
-    OP_REQUIRE(spin_tensor_dtype(a) == SPIN_F32 && spin_tensor_dtype(b) == SPIN_F32, "%s: f32 operands only",
-               name);
+    OP_REQUIRE(op_float(a) && op_float(b), "%s: f32 or bf16 operands only (got %s and %s)", name,
+               spin_dtype_name(spin_tensor_dtype(a)), spin_dtype_name(spin_tensor_dtype(b)));
     spin_tensor *in[2] = {broadcast_view(a, nd, sh), broadcast_view(b, nd, sh)};
-    spin_tensor *y = op_launch(k, 2, in, op_new(a, SPIN_F32, nd, sh), NULL);
+    spin_tensor *y = op_launch(k, 2, in, op_new(a, op_promote(a, b), nd, sh), NULL);
     spin_tensor_release(in[0]);
     spin_tensor_release(in[1]);
     spin_tensor *ab[2] = {a, b};
@@ -156,10 +156,11 @@ typedef enum { SAVE_NONE, SAVE_X, SAVE_Y } save_what;
 static spin_tensor *unary(spin_kernel k, const char *name, spin_backward_fn bw, spin_tensor *x,
                           save_what save, float p0, float p1) {
     op_begin();
-    OP_REQUIRE(spin_tensor_dtype(x) == SPIN_F32, "%s: f32 input only (got %s)", name,
+    OP_REQUIRE(op_float(x), "%s: f32 or bf16 input only (got %s)", name,
                spin_dtype_name(spin_tensor_dtype(x)));
     spin_kparams p = {.f = {p0, p1}};
-    spin_tensor *y = op_launch(k, 1, &x, op_new(x, SPIN_F32, spin_tensor_ndim(x), spin_tensor_shape(x)), &p);
+    spin_tensor *y =
+        op_launch(k, 1, &x, op_new(x, spin_tensor_dtype(x), spin_tensor_ndim(x), spin_tensor_shape(x)), &p);
     spin_node *n = spin_autograd_record(y, name, bw, 1, &x);
     if (n) {
         n->p = p;
@@ -171,10 +172,11 @@ static spin_tensor *unary(spin_kernel k, const char *name, spin_backward_fn bw, 
     return op_end(y);
 }
 
-/* Backward through a *_BACK kernel: dx = K(x, g). */
+/* Backward through a *_BACK kernel: dx = K(x, g), in x's dtype. */
 static spin_tensor *back_kernel(spin_kernel k, spin_node *n, spin_tensor *g) {
     spin_tensor *in[2] = {n->saved[0], g};
-    return op_launch(k, 2, in, op_new(g, SPIN_F32, spin_tensor_ndim(g), spin_tensor_shape(g)), &n->p);
+    return op_launch(k, 2, in, op_new(g, op_grad_dtype(n->in[0]), spin_tensor_ndim(g), spin_tensor_shape(g)),
+                     &n->p);
 }
 
 #define BACK_VIA_KERNEL(fn, K)                                               \
@@ -275,7 +277,7 @@ spin_tensor *spin_logsigmoid(spin_tensor *x) {
 /* ---- where: y = cond ? a : b; ga = where(cond, g, 0), gb = where(cond, 0, g) ---- */
 
 static spin_status where_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
-    spin_tensor *zero = spin_zeros(spin_tensor_device(g), SPIN_F32, 0, NULL);
+    spin_tensor *zero = spin_zeros(spin_tensor_device(g), spin_tensor_dtype(g), 0, NULL);
     if (!zero)
         return SPIN_ERR_OOM;
     for (int i = 1; i <= 2; i++) {
@@ -304,7 +306,7 @@ spin_tensor *spin_where(spin_tensor *cond, spin_tensor *a, spin_tensor *b) {
     OP_REQUIRE(ok, "where: cond does not broadcast with a and b");
     spin_tensor *in[3] = {broadcast_view(cond, nd2, sh2), broadcast_view(a, nd2, sh2),
                           broadcast_view(b, nd2, sh2)};
-    spin_tensor *y = op_launch(SPIN_K_WHERE, 3, in, op_new(a, SPIN_F32, nd2, sh2), NULL);
+    spin_tensor *y = op_launch(SPIN_K_WHERE, 3, in, op_new(a, op_promote(a, b), nd2, sh2), NULL);
     for (int i = 0; i < 3; i++)
         spin_tensor_release(in[i]);
     spin_tensor *abc[3] = {cond, a, b};

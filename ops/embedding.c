@@ -29,8 +29,8 @@ static spin_status embedding_backward(spin_node *n, spin_tensor *g, spin_tensor 
                           gc ? reshaped(gc, 2, (const int64_t[]){tokens, cols}) : NULL};
     spin_tensor *dw = NULL;
     if (in[0] && in[1])
-        dw = op_launch(SPIN_K_EMBEDDING_BACK, 2, in, op_new(g, SPIN_F32, 2, (const int64_t[]){v, cols}),
-                       &n->p);
+        dw = op_launch(SPIN_K_EMBEDDING_BACK, 2, in,
+                       op_new(g, op_grad_dtype(n->in[0]), 2, (const int64_t[]){v, cols}), &n->p);
     spin_tensor_release(in[0]);
     spin_tensor_release(in[1]);
     spin_tensor_release(gc);
@@ -58,8 +58,8 @@ spin_tensor *spin_embedding_pad(spin_tensor *w, spin_tensor *ids, int64_t paddin
     OP_REQUIRE(w && ids, "embedding: w and ids are required");
     spin_shape_str(w, sw, sizeof sw);
     spin_shape_str(ids, si, sizeof si);
-    OP_REQUIRE(spin_tensor_ndim(w) == 2 && spin_tensor_dtype(w) == SPIN_F32,
-               "embedding: w must be f32 [V, C] (got %s %s)", spin_dtype_name(spin_tensor_dtype(w)), sw);
+    OP_REQUIRE(spin_tensor_ndim(w) == 2 && op_float(w), "embedding: w must be f32 or bf16 [V, C] (got %s %s)",
+               spin_dtype_name(spin_tensor_dtype(w)), sw);
     OP_REQUIRE(spin_tensor_dtype(ids) == SPIN_I32, "embedding: ids must be i32 (got %s %s)",
                spin_dtype_name(spin_tensor_dtype(ids)), si);
     int nd = spin_tensor_ndim(ids);
@@ -73,7 +73,7 @@ spin_tensor *spin_embedding_pad(spin_tensor *w, spin_tensor *ids, int64_t paddin
         sh[i] = spin_tensor_dim(ids, i);
     sh[nd] = cols;
     spin_tensor *wc = contig(w), *ic = contig(ids);
-    spin_tensor *y = op_new(w, SPIN_F32, nd + 1, sh);
+    spin_tensor *y = op_new(w, spin_tensor_dtype(w), nd + 1, sh);
     spin_tensor *in[2] = {wc, ic ? reshaped(ic, 1, &tokens) : NULL};
     spin_tensor *yv = y ? reshaped(y, 2, (const int64_t[]){tokens, cols}) : NULL;
     /* the kernel rejects ids outside [0, V) before reading through them */

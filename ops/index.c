@@ -8,8 +8,7 @@ spin_tensor *spin_argmax(spin_tensor *x) {
     int nd = spin_tensor_ndim(x);
     OP_REQUIRE(nd >= 1 && spin_tensor_dim(x, -1) > 0, "argmax: needs a non-empty last axis (got %s)",
                spin_shape_str(x, sx, sizeof sx));
-    OP_REQUIRE(spin_tensor_dtype(x) == SPIN_F32, "argmax: f32 input only (got %s)",
-               spin_dtype_name(spin_tensor_dtype(x)));
+    OP_REQUIRE(op_float(x), "argmax: f32 or bf16 input only (got %s)", spin_dtype_name(spin_tensor_dtype(x)));
     spin_tensor *xc = spin_contiguous(x);
     spin_tensor *idx =
         xc ? op_launch(SPIN_K_ARGMAX, 1, &xc, op_new(x, SPIN_I32, nd - 1, spin_tensor_shape(x)), NULL) : NULL;
@@ -25,8 +24,8 @@ spin_status spin_topk(spin_tensor *x, int64_t k, spin_tensor **values, spin_tens
     if (nd < 1 || k < 0 || k > spin_tensor_dim(x, -1))
         return spin_fail(SPIN_ERR_INVALID, "topk: k = %lld of %s (needs 0 <= k <= last dim)", (long long)k,
                          spin_shape_str(x, sx, sizeof sx));
-    if (spin_tensor_dtype(x) != SPIN_F32)
-        return spin_fail(SPIN_ERR_INVALID, "topk: f32 input only (got %s)",
+    if (!op_float(x))
+        return spin_fail(SPIN_ERR_INVALID, "topk: f32 or bf16 input only (got %s)",
                          spin_dtype_name(spin_tensor_dtype(x)));
     spin_scope_manual_begin();
     int64_t sh[SPIN_MAX_DIMS];
@@ -34,7 +33,7 @@ spin_status spin_topk(spin_tensor *x, int64_t k, spin_tensor **values, spin_tens
         sh[i] = spin_tensor_dim(x, i);
     sh[nd - 1] = k;
     spin_tensor *xc = spin_contiguous(x);
-    spin_tensor *out[2] = {op_new(x, SPIN_F32, nd, sh), op_new(x, SPIN_I32, nd, sh)};
+    spin_tensor *out[2] = {op_new(x, spin_tensor_dtype(x), nd, sh), op_new(x, SPIN_I32, nd, sh)};
     spin_status s = xc && out[0] && out[1] ? SPIN_OK : SPIN_ERR_OOM;
     if (s == SPIN_OK)
         s = spin_launch(SPIN_K_TOPK, 1, &xc, 2, out, &(spin_kparams){.i = {k}});

@@ -26,12 +26,14 @@ static spin_tensor *blas_ready(spin_tensor *x, bool t) {
     return v;
 }
 
+static spin_tensor *matmul_as(spin_tensor *a, spin_tensor *b, bool ta, bool tb, spin_dtype out_dt);
+
 static spin_status matmul_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     bool ta = n->p.i[0], tb = n->p.i[1];
     spin_tensor *a = n->in[0], *b = n->in[1];
     if (n->needs[0]) {
         /* d op(a) = g @ op(b)^T; transposed back to a's layout when ta. */
-        spin_tensor *t = spin_matmul(g, b, false, !tb);
+        spin_tensor *t = matmul_as(g, b, false, !tb, op_grad_dtype(a));
         if (t && ta) {
             spin_tensor *tt = spin_transpose(t, -1, -2);
             spin_tensor_release(t);
@@ -43,7 +45,8 @@ static spin_status matmul_backward(spin_node *n, spin_tensor *g, spin_tensor **g
     }
     if (n->needs[1]) {
         /* d op(b) = op(a)^T @ g, or its transpose g^T @ op(a) when tb. */
-        spin_tensor *gb = tb ? spin_matmul(g, a, true, ta) : spin_matmul(a, g, !ta, false);
+        spin_dtype dt = op_grad_dtype(b);
+        spin_tensor *gb = tb ? matmul_as(g, a, true, ta, dt) : matmul_as(a, g, !ta, false, dt);
         if (gb && spin_tensor_ndim(b) == 2 && spin_tensor_ndim(gb) > 2) {
             /* b was shared across the batch: sum its per-batch gradients. */
             int64_t sh3[3] = {-1, spin_tensor_dim(gb, -2), spin_tensor_dim(gb, -1)};
@@ -59,13 +62,18 @@ static spin_status matmul_backward(spin_node *n, spin_tensor *g, spin_tensor **g
 }
 
 spin_tensor *spin_matmul(spin_tensor *a, spin_tensor *b, bool ta, bool tb) {
+    return matmul_as(a, b, ta, tb, op_promote(a, b));
+}
+
+/* The product stored as out_dt (the kernel accumulates in f32 either way). */
+static spin_tensor *matmul_as(spin_tensor *a, spin_tensor *b, bool ta, bool tb, spin_dtype out_dt) {
     op_begin();
     int na = spin_tensor_ndim(a), nb = spin_tensor_ndim(b);
     char sa[64], sb[64];
     OP_REQUIRE(na >= 2 && nb >= 2, "matmul: operands need 2+ dims (got %s and %s)",
                spin_shape_str(a, sa, sizeof sa), spin_shape_str(b, sb, sizeof sb));
-    OP_REQUIRE(spin_tensor_dtype(a) == SPIN_F32 && spin_tensor_dtype(b) == SPIN_F32,
-               "matmul: f32 operands only");
+    OP_REQUIRE(op_float(a) && op_float(b), "matmul: f32 or bf16 operands only (got %s and %s)",
+               spin_dtype_name(spin_tensor_dtype(a)), spin_dtype_name(spin_tensor_dtype(b)));
     int64_t m = spin_tensor_dim(a, ta ? -1 : -2), k = spin_tensor_dim(a, ta ? -2 : -1);
     int64_t kb = spin_tensor_dim(b, tb ? -1 : -2), nn = spin_tensor_dim(b, tb ? -2 : -1);
     OP_REQUIRE(k == kb, "matmul: inner dimensions differ: %s%s @ %s%s", spin_shape_str(a, sa, sizeof sa),
@@ -93,7 +101,7 @@ spin_tensor *spin_matmul(spin_tensor *a, spin_tensor *b, bool ta, bool tb) {
     }
     if (av && bv) {
         spin_tensor *in[2] = {av, bv};
-        y = op_launch(SPIN_K_MATMUL, 2, in, op_new(a, SPIN_F32, na, sh), &(spin_kparams){.f = {1.0f, 0.0f}});
+        y = op_launch(SPIN_K_MATMUL, 2, in, op_new(a, out_dt, na, sh), &(spin_kparams){.f = {1.0f, 0.0f}});
     }
     spin_tensor_release(av);
     spin_tensor_release(bv);

@@ -19,10 +19,9 @@ static spin_tensor *rows_view(spin_tensor *t, int64_t cols) {
                                spin_tensor_offset(t));
 }
 
-/* Shared argument checks: x [.., C] f32 with at least one dim, and a parameter p [C] f32. */
+/* Shared argument checks: x [.., C] (f32 or bf16) with at least one dim, and a parameter p [C]. */
 static bool param_ok(const spin_tensor *x, const spin_tensor *p) {
-    return p && spin_tensor_dtype(p) == SPIN_F32 && spin_tensor_ndim(p) == 1 &&
-           spin_tensor_dim(p, 0) == spin_tensor_dim(x, -1);
+    return p && op_float(p) && spin_tensor_ndim(p) == 1 && spin_tensor_dim(p, 0) == spin_tensor_dim(x, -1);
 }
 
 /* Backward of either norm: one *_BACK kernel call gives dx and the parameter gradients. The
@@ -40,7 +39,8 @@ static spin_status norm_backward(spin_kernel k, spin_node *n, spin_tensor *g, sp
     for (int i = 1; i < n->n_saved; i++)
         in[n_in++] = spin_tensor_retain(n->saved[i]);
     in[n_in++] = rows_view(gc, cols);
-    spin_tensor *dx = op_new(x, SPIN_F32, spin_tensor_ndim(x), spin_tensor_shape(x));
+    /* dx in x's dtype; the parameter gradients are column sums over every row: kept in f32 */
+    spin_tensor *dx = op_new(x, op_grad_dtype(n->in[0]), spin_tensor_ndim(x), spin_tensor_shape(x));
     out[0] = dx ? rows_view(dx, cols) : NULL;
     for (int i = 1; i < n_out; i++)
         out[i] = op_new(x, SPIN_F32, 1, &cols);
@@ -77,19 +77,22 @@ static spin_tensor *norm_forward(spin_kernel k, const char *name, spin_backward_
                                  spin_tensor *const *params, int n_params, int n_stats, float eps) {
     op_begin();
     char sx[64], sp[64];
-    OP_REQUIRE(x && spin_tensor_ndim(x) >= 1 && spin_tensor_dtype(x) == SPIN_F32,
-               "%s: x must be f32 [.., C] (got %s %s)", name,
-               x ? spin_dtype_name(spin_tensor_dtype(x)) : "NULL", x ? spin_shape_str(x, sx, sizeof sx) : "");
+    OP_REQUIRE(x && spin_tensor_ndim(x) >= 1 && op_float(x), "%s: x must be f32 or bf16 [.., C] (got %s %s)",
+               name, x ? spin_dtype_name(spin_tensor_dtype(x)) : "NULL",
+               x ? spin_shape_str(x, sx, sizeof sx) : "");
     for (int i = 0; i < n_params; i++)
-        OP_REQUIRE(param_ok(x, params[i]), "%s: %s must be f32 [%lld] for x %s (got %s)", name, i ? "b" : "w",
-                   (long long)spin_tensor_dim(x, -1), spin_shape_str(x, sx, sizeof sx),
+        OP_REQUIRE(param_ok(x, params[i]), "%s: %s must be f32 or bf16 [%lld] for x %s (got %s)", name,
+                   i ? "b" : "w", (long long)spin_tensor_dim(x, -1), spin_shape_str(x, sx, sizeof sx),
                    params[i] ? spin_shape_str(params[i], sp, sizeof sp) : "NULL");
     OP_REQUIRE(eps >= 0, "%s: eps %g is negative", name, (double)eps);
     int64_t cols = spin_tensor_dim(x, -1), rows = cols ? spin_tensor_numel(x) / cols : 0;
     spin_tensor *xc = contig(x), *pc[2] = {NULL, NULL};
     for (int i = 0; i < n_params; i++)
         pc[i] = contig(params[i]);
-    spin_tensor *y = op_new(x, SPIN_F32, spin_tensor_ndim(x), spin_tensor_shape(x));
+    spin_dtype ydt = spin_tensor_dtype(x);
+    for (int i = 0; i < n_params; i++)
+        ydt = spin_tensor_dtype(params[i]) == ydt ? ydt : SPIN_F32;
+    spin_tensor *y = op_new(x, ydt, spin_tensor_ndim(x), spin_tensor_shape(x));
     spin_tensor *in[4] = {0}, *out[4] = {0};
     in[0] = xc ? rows_view(xc, cols) : NULL;
     for (int i = 0; i < n_params; i++)

@@ -33,6 +33,22 @@ static inline spin_tensor *op_new(const spin_tensor *like, spin_dtype dt, int nd
     return spin_tensor_new(spin_tensor_device(like), dt, ndim, shape);
 }
 
+/* Mixed precision (docs/training.md): float tensors are f32 or bf16. An op's float result has its
+ * float inputs' dtype, f32 when they differ (torch's promotion); row statistics, log-probs and
+ * losses are f32 whatever the inputs. Kernels compute in f32 (core/dispatch.c widens bf16). */
+static inline bool op_float(const spin_tensor *t) {
+    return spin_tensor_dtype(t) == SPIN_F32 || spin_tensor_dtype(t) == SPIN_BF16;
+}
+static inline spin_dtype op_promote(const spin_tensor *a, const spin_tensor *b) {
+    return spin_tensor_dtype(a) == spin_tensor_dtype(b) ? spin_tensor_dtype(a) : SPIN_F32;
+}
+
+/* The dtype of the gradient an op produces for input x: x's own, except f32 for a leaf (a
+ * parameter), whose gradient is accumulated in f32 anyway (core/autograd.c). */
+static inline spin_dtype op_grad_dtype(const spin_tensor *x) {
+    return spin_tensor_node(x) ? spin_tensor_dtype(x) : SPIN_F32;
+}
+
 /* Fails with a message naming the op when cond is false. */
 #define OP_REQUIRE(cond, ...)                         \
     do {                                              \

@@ -22,11 +22,12 @@ static spin_tensor *reduce(spin_kernel k, const char *name, spin_backward_fn bw,
     op_begin();
     int a = op_axis(x, axis), nd = spin_tensor_ndim(x);
     OP_REQUIRE(a >= 0, "%s: axis %d of a %d-d tensor", name, axis, nd);
-    OP_REQUIRE(spin_tensor_dtype(x) == SPIN_F32, "%s: f32 input only", name);
+    OP_REQUIRE(op_float(x), "%s: f32 or bf16 input only (got %s)", name,
+               spin_dtype_name(spin_tensor_dtype(x)));
     int64_t sh[SPIN_MAX_DIMS];
     memcpy(sh, spin_tensor_shape(x), sizeof sh);
     sh[a] = 1;
-    spin_tensor *y = op_launch(k, 1, &x, op_new(x, SPIN_F32, nd, sh), &(spin_kparams){.i = {a}});
+    spin_tensor *y = op_launch(k, 1, &x, op_new(x, spin_tensor_dtype(x), nd, sh), &(spin_kparams){.i = {a}});
     if (y && !keepdim) {
         for (int i = a; i < nd - 1; i++)
             sh[i] = sh[i + 1];

@@ -19,7 +19,7 @@ static spin_tensor *rope_apply(spin_tensor *x, spin_tensor *pos, spin_tensor *in
     spin_tensor *in[3] = {contig(x), contig(pos), contig(inv_freq)};
     spin_tensor *y = NULL;
     if (in[0] && in[1] && in[2])
-        y = op_launch(SPIN_K_ROPE, 3, in, op_new(x, SPIN_F32, 4, spin_tensor_shape(x)),
+        y = op_launch(SPIN_K_ROPE, 3, in, op_new(x, spin_tensor_dtype(x), 4, spin_tensor_shape(x)),
                       &(spin_kparams){.i = {layout, inverse}});
     for (int i = 0; i < 3; i++)
         spin_tensor_release(in[i]);
@@ -41,8 +41,9 @@ spin_tensor *spin_rope(spin_tensor *x, spin_tensor *pos, spin_tensor *inv_freq, 
     spin_shape_str(inv_freq, sf, sizeof sf);
     OP_REQUIRE(layout == SPIN_ROPE_HALF || layout == SPIN_ROPE_INTERLEAVED, "rope: unknown layout %d",
                layout);
-    OP_REQUIRE(spin_tensor_ndim(x) == 4 && spin_tensor_dtype(x) == SPIN_F32,
-               "rope: x must be f32 [B, H, T, D] (got %s %s)", spin_dtype_name(spin_tensor_dtype(x)), sx);
+    OP_REQUIRE(spin_tensor_ndim(x) == 4 && op_float(x),
+               "rope: x must be f32 or bf16 [B, H, T, D] (got %s %s)", spin_dtype_name(spin_tensor_dtype(x)),
+               sx);
     int64_t B = spin_tensor_dim(x, 0), T = spin_tensor_dim(x, 2), D = spin_tensor_dim(x, 3);
     OP_REQUIRE(D % 2 == 0, "rope: head dim D must be even (x %s)", sx);
     OP_REQUIRE(spin_tensor_dtype(pos) == SPIN_I32 && spin_tensor_ndim(pos) == 2 &&

@@ -8,7 +8,9 @@ static spin_tensor *back_from_output(spin_kernel k, spin_node *n, spin_tensor *g
     spin_tensor *gc = spin_contiguous(g); /* the kernels take contiguous rows */
     spin_tensor *in[2] = {n->saved[0], gc};
     spin_tensor *dx =
-        gc ? op_launch(k, 2, in, op_new(g, SPIN_F32, spin_tensor_ndim(g), spin_tensor_shape(g)), NULL) : NULL;
+        gc ? op_launch(k, 2, in,
+                       op_new(g, op_grad_dtype(n->in[0]), spin_tensor_ndim(g), spin_tensor_shape(g)), NULL)
+           : NULL;
     spin_tensor_release(gc);
     return op_end(dx);
 }
@@ -28,13 +30,14 @@ static spin_tensor *softmax_op(spin_kernel k, const char *name, spin_backward_fn
     char sx[64];
     OP_REQUIRE(spin_tensor_ndim(x) >= 1, "%s: needs at least 1 dim (got %s)", name,
                spin_shape_str(x, sx, sizeof sx));
-    OP_REQUIRE(spin_tensor_dtype(x) == SPIN_F32, "%s: f32 input only (got %s)", name,
+    OP_REQUIRE(op_float(x), "%s: f32 or bf16 input only (got %s)", name,
                spin_dtype_name(spin_tensor_dtype(x)));
     spin_no_grad_begin();                 /* the copy is covered by this op's node */
     spin_tensor *xc = spin_contiguous(x); /* the kernel takes contiguous rows */
     spin_no_grad_end();
     spin_tensor *y =
-        xc ? op_launch(k, 1, &xc, op_new(x, SPIN_F32, spin_tensor_ndim(x), spin_tensor_shape(x)), NULL)
+        xc ? op_launch(k, 1, &xc, op_new(x, spin_tensor_dtype(x), spin_tensor_ndim(x), spin_tensor_shape(x)),
+                       NULL)
            : NULL;
     spin_tensor_release(xc);
     spin_node *n = spin_autograd_record(y, name, bw, 1, &x);

@@ -106,7 +106,8 @@ spin_tensor *spin_transpose(spin_tensor *x, int d0, int d1) {
 
 static spin_status narrow_backward(spin_node *n, spin_tensor *g, spin_tensor **gin) {
     spin_tensor *x = n->in[0];
-    spin_tensor *z = spin_zeros(spin_tensor_device(g), SPIN_F32, spin_tensor_ndim(x), spin_tensor_shape(x));
+    spin_tensor *z =
+        spin_zeros(spin_tensor_device(g), spin_tensor_dtype(g), spin_tensor_ndim(x), spin_tensor_shape(x));
     if (!z)
         return SPIN_ERR_OOM;
     spin_tensor *slot = spin_narrow(z, (int)n->p.i[0], n->p.i[1], n->p.i[2]);

@@ -492,7 +492,8 @@ spin_status spin_ckpt_save(const char *output_dir, int64_t step, const spin_llam
         return spin_fail(SPIN_ERR_IO, "%s: already exists (not overwritten unless asked)", fin);
     if (mkdir(tmp, 0755) != 0)
         return spin_fail(SPIN_ERR_IO, "%s: cannot create directory: %s", tmp, strerror(errno));
-    spin_status s = spin_llama_save(model, tmp, false);
+    /* the model in its training dtype (config.json's torch_dtype says which) */
+    spin_status s = spin_llama_save_as(model, tmp, spin_llama_dtype(model), false);
     if (s == SPIN_OK && (s = fmt_path(p, "%s/optimizer.safetensors", tmp)) == SPIN_OK)
         s = spin_st_save(p, state.n, state.names, state.tensors, SPIN_F32, false);
     if (s == SPIN_OK && (s = fmt_path(p, "%s/trainer_state.json", tmp)) == SPIN_OK)
@@ -571,18 +572,27 @@ spin_status spin_ckpt_prune(const char *output_dir, int keep) {
 
 /* ---- load ---- */
 
-/* Checks that every named tensor is stored in st as F32 with the target's shape and that st holds
- * nothing else. */
+/* The safetensors name of a float dtype. */
+static const char *st_dtype_name(spin_dtype t) {
+    return t == SPIN_BF16 ? "BF16" : t == SPIN_F16 ? "F16" : "F32";
+}
+
+/* Checks that every named tensor is stored in st with the target's dtype (F32, or BF16 for a bf16
+ * model) and shape, and that st holds nothing else. */
 static spin_status check_stored(const spin_safetensors *st, const char *file, int n, const char *const *names,
                                 spin_tensor *const *targets) {
     for (int i = 0; i < n; i++) {
         const spin_st_info *in = spin_st_find(st, names[i]);
         if (!in)
             return spin_fail(SPIN_ERR_INVALID, "%s: missing tensor '%s'", file, names[i]);
-        if (strcmp(in->dtype, "F32"))
-            return spin_fail(SPIN_ERR_INVALID,
-                             "%s: tensor '%s' is %s (checkpoints restore F32 only, exactly)", file, names[i],
-                             in->dtype);
+        const char *want_dt = st_dtype_name(spin_tensor_dtype(targets[i]));
+        if (strcmp(in->dtype, want_dt) ||
+            (spin_tensor_dtype(targets[i]) != SPIN_F32 && !spin_tensor_is_contiguous(targets[i])))
+            return spin_fail(
+                SPIN_ERR_INVALID,
+                "%s: tensor '%s' is %s, the target is %s (checkpoints restore exactly: resume with "
+                "the precision the checkpoint was written with)",
+                file, names[i], in->dtype, want_dt);
         int nd = spin_tensor_ndim(targets[i]);
         bool same = in->ndim == nd;
         for (int d = 0; same && d < nd; d++)

@@ -1,8 +1,9 @@
 /* Crash-safe training checkpoints in the Hugging Face Trainer layout:
  *
  *   <output_dir>/checkpoint-<step>/
- *       model.safetensors, config.json, generation_config.json   (spin_llama_save: f32, loadable by
- *       tokenizer files when the model's source directory has them  transformers' from_pretrained)
+ *       model.safetensors, config.json, generation_config.json   (spin_llama_save_as in the model's
+ *       tokenizer files when the model's source directory has them  dtype, f32 or bf16 with torch_dtype
+ *                                                                  set; transformers' from_pretrained)
  *       optimizer.safetensors   the caller's named f32 state tensors (optimizer moments, ...)
  *       trainer_state.json      the caller's JSON object (scheduler step, RNG state, data position, ...)
  *
@@ -54,7 +55,8 @@ spin_status spin_ckpt_save(const char *output_dir, int64_t step, const spin_llam
 spin_status spin_ckpt_latest(const char *output_dir, char **path);
 
 /* Restores checkpoint directory ckpt_dir into existing objects, checking everything before changing
- * anything: every parameter of model must be stored in model.safetensors as F32 with its shape (an
+ * anything: every parameter of model must be stored in model.safetensors in its dtype
+ * (F32, or BF16 for a bf16 model) with its shape (an
  * extra tensor is an error); every state name must be in optimizer.safetensors as F32 with the shape of
  * its (f32) tensor (a stored name not in state is an error); trainer_state.json must hold a JSON object.
  * Values are copied bit for bit. *trainer_state_json (when not NULL) gets the file's text (malloc'd).

@@ -83,6 +83,9 @@ static spin_status check_config(const spin_train_config *c, const spin_train_dat
         return spin_fail(SPIN_ERR_INVALID, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio);
     if (c->logging_steps < 0 || c->save_steps < 0 || c->save_total_limit < 0)
         return spin_fail(SPIN_ERR_INVALID, "logging_steps, save_steps and save_total_limit must be >= 0");
+    if (c->precision != SPIN_F32 && c->precision != SPIN_BF16)
+        return spin_fail(SPIN_ERR_INVALID, "precision must be f32 or bf16 (got %s)",
+                         spin_dtype_name(c->precision));
     if (c->resume && !c->output_dir)
         return spin_fail(SPIN_ERR_INVALID, "resume needs output_dir");
     bool sppo = c->loss.type == SPIN_LOSS_SPPO || c->loss.type == SPIN_LOSS_SPPO_SINGLE;
@@ -218,6 +221,7 @@ static char *state_json(const spin_train_config *c, const spin_train_data *d, co
                            json_object_new_int64(c->gradient_accumulation_steps));
     json_object_object_add(o, "learning_rate", json_object_new_double(c->learning_rate));
     json_object_object_add(o, "loss_type", json_object_new_string(spin_loss_type_name(c->loss.type)));
+    json_object_object_add(o, "precision", json_object_new_string(spin_dtype_name(c->precision)));
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
     json_object_put(o);
     return s;
@@ -262,6 +266,14 @@ static spin_status parse_state(const char *ckpt, const char *text, const spin_tr
                           "output_dir or restore the setting)",
                           ckpt, same[i].key, (long long)have, (long long)same[i].want);
     }
+    /* checkpoints from before mixed precision were f32 */
+    json_object *pr = NULL;
+    const char *have_pr = json_object_object_get_ex(o, "precision", &pr) ? json_object_get_string(pr) : "f32";
+    if (s == SPIN_OK && strcmp(have_pr ? have_pr : "", spin_dtype_name(c->precision)))
+        s = spin_fail(SPIN_ERR_INVALID,
+                      "%s/trainer_state.json: cannot resume: precision was %s, this run has %s (start a new "
+                      "output_dir or restore the setting)",
+                      ckpt, have_pr ? have_pr : "?", spin_dtype_name(c->precision));
     json_object_put(o);
     return s;
 }
@@ -366,6 +378,11 @@ static void zero_grads(spin_llama *m) {
 spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d, spin_train_result *res) {
     memset(res, 0, sizeof *res);
     SPIN_TRY(check_config(c, d));
+    /* the storage type for the run: the optimizer below takes f32 masters of bf16 parameters */
+    if (spin_llama_dtype(d->policy) != c->precision)
+        SPIN_TRY(spin_llama_set_dtype(d->policy, c->precision));
+    if (d->reference && spin_llama_dtype(d->reference) != c->precision)
+        SPIN_TRY(spin_llama_set_dtype(d->reference, c->precision));
     bool kept_recompute = d->policy->recompute;
     d->policy->recompute = c->gradient_checkpointing;
     int64_t B = c->per_device_train_batch_size, A = c->gradient_accumulation_steps;

@@ -29,6 +29,11 @@ typedef struct {
     int64_t max_steps; /* > 0 overrides the epochs */
     int64_t per_device_train_batch_size, gradient_accumulation_steps;
     bool gradient_checkpointing; /* recompute each block in backward: less memory, the same gradients */
+    /* SPIN_F32 (default) or SPIN_BF16 (HF bf16=True): the policy and a mode-(a) reference are stored
+     * in bf16 for the run (and the policy stays so: checkpoints hold it as BF16), every kernel computes
+     * in f32, log-probs and losses are f32, the optimizer keeps f32 master weights and state
+     * (docs/training.md, Mixed precision). A resume must use the checkpoint's precision. */
+    spin_dtype precision;
     uint64_t seed;
     bool shuffle;             /* a seeded shuffle each epoch (HF's RandomSampler); off: dataset order */
     int64_t logging_steps;    /* a metrics line every N updates, and after the first (logging_first_step) */

@@ -56,7 +56,8 @@ static void cpu_synchronize(spin_device *dev) {
 }
 
 /* Which input / output slots of a kernel hold i32 (ids, positions, indices); every other slot is
- * f32. COPY and FILL take any dtype. */
+ * f32 (bf16 / f16 tensors reach these kernels as f32 copies, core/dispatch.c). COPY and FILL take
+ * any dtype. */
 typedef struct {
     unsigned in_i32, out_i32;
 } i32_slots;
@@ -84,6 +85,10 @@ static bool cpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         return true;
     if (k == SPIN_K_ARANGE)
         return out[0] == SPIN_F32 || out[0] == SPIN_I32;
+    /* a row gather: bf16 tables are copied as they are (every other bf16 use is widened to f32 by
+     * the dispatcher) */
+    if (k == SPIN_K_EMBEDDING && n_in == 2 && in[0] == SPIN_BF16)
+        return in[1] == SPIN_I32 && out[0] == SPIN_BF16;
     /* the optimizer steps may also write the updated master weight into a model copy of another
      * float type (bf16 / f16 model weights over an f32 master) */
     int copy_slot = k == SPIN_K_RMSPROP_STEP ? 2 : k == SPIN_K_ADAMW_STEP ? 3 : -1;

@@ -28,6 +28,14 @@ spin_status cpu_COPY(struct spin_device *dev, const spin_kcall *c) {
         const float *xp = cpu_f32(x);
         float *yp = cpu_f32(y);
         CPU_FOR4(ys, yp[OFF(ys, i0, i1, i2, i3)] = xp[OFF(xs, i0, i1, i2, i3)];);
+    } else if (x->dtype == SPIN_BF16 && y->dtype == SPIN_F32) {
+        const uint16_t *xp = cpu_u16(x);
+        float *yp = cpu_f32(y);
+        CPU_FOR4(ys, yp[OFF(ys, i0, i1, i2, i3)] = cpu_bf16_widen(xp[OFF(xs, i0, i1, i2, i3)]););
+    } else if (x->dtype == SPIN_F32 && y->dtype == SPIN_BF16) {
+        const float *xp = cpu_f32(x);
+        uint16_t *yp = cpu_u16(y);
+        CPU_FOR4(ys, yp[OFF(ys, i0, i1, i2, i3)] = cpu_bf16_round(xp[OFF(xs, i0, i1, i2, i3)]););
     } else if (x->dtype == y->dtype) {
         size_t es = x->dtype == SPIN_I32 ? 4 : 2;
         const char *xp = (const char *)x->buf + x->offset * es;

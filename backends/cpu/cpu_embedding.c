@@ -22,13 +22,15 @@ spin_status cpu_EMBEDDING(struct spin_device *dev, const spin_kcall *c) {
     (void)dev;
     const spin_view *wv = &c->in[0];
     const int64_t v = wv->shape[0], cols = wv->shape[1], n = cpu_numel(&c->in[1]);
-    const float *w = cpu_f32(wv);
+    /* a row copy: any float type, the same in w and y (bf16 tables are not widened whole) */
+    const size_t es = spin_dtype_size(wv->dtype), row = (size_t)cols * es;
+    const char *w = (const char *)wv->buf + wv->offset * es;
     const int32_t *ids = cpu_i32(&c->in[1]);
-    float *y = cpu_f32(&c->out[0]);
+    char *y = (char *)c->out[0].buf + c->out[0].offset * es;
     SPIN_TRY(check_ids("embedding", ids, n, v));
 #pragma omp parallel for schedule(static) if (n * cols > 65536)
     for (int64_t i = 0; i < n; i++)
-        memcpy(y + i * cols, w + (int64_t)ids[i] * cols, (size_t)cols * sizeof *y);
+        memcpy(y + (size_t)i * row, w + (size_t)ids[i] * row, row);
     return SPIN_OK;
 }
 

@@ -16,6 +16,29 @@ static inline int32_t *cpu_i32(const spin_view *v) {
     return (int32_t *)v->buf + v->offset;
 }
 
+static inline uint16_t *cpu_u16(const spin_view *v) {
+    return (uint16_t *)v->buf + v->offset;
+}
+
+/* bf16 <-> f32 as core/dtype.c does it (round to nearest even, NaN kept quiet), inline so the
+ * conversion loops vectorise. */
+static inline float cpu_bf16_widen(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)h << 16};
+    return v.f;
+}
+static inline uint16_t cpu_bf16_round(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } v = {f};
+    uint32_t u = v.u;
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+}
+
 /* A view padded to 4 dims on the left (size 1, stride 0). */
 typedef struct {
     int64_t n[4], s[4];
