@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages spin builds with, when missing. Sourced by test.sh and demo.sh.
 # Other systems: install CMake >= 3.25, a C11 compiler with OpenMP, OpenBLAS (with cblas.h),
-# cmocka, json-c, Oniguruma, cairo and pkg-config, then run the same scripts.
+# cmocka, json-c, Oniguruma, cairo, libyaml and pkg-config, then run the same scripts.
 spin_install_deps() {
-    local pkgs=(cmake make gcc pkg-config git libopenblas-dev libopenblas0-openmp libcmocka-dev libjson-c-dev libonig-dev libcairo2-dev binutils)
+    local pkgs=(cmake make gcc pkg-config git libopenblas-dev libopenblas0-openmp libcmocka-dev libjson-c-dev libonig-dev libcairo2-dev libyaml-dev binutils)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

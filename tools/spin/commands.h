@@ -9,5 +9,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_complete(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -15,6 +15,8 @@ static void usage(FILE *f) {
                "  complete   batched generation: prompts in, completions out (JSON lines)\n"
                "  chat       interactive conversation with a model through its chat template\n"
                "  plot       PNG/SVG charts of a training run's metrics.jsonl\n"
+               "  score      score the opponent once over the training rows (SPIN mode b)\n"
+               "  train      fine-tune with SPIN/DPO/SPPO losses from uclaml/SPIN's YAML config\n"
                "\n"
                "environment:\n"
                "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
@@ -51,6 +53,10 @@ int main(int argc, char **argv) {
         return cmd_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot"))
         return cmd_plot(argc - 1, argv + 1);
+    if (!strcmp(cmd, "score"))
+        return cmd_score(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train"))
+        return cmd_train(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
