@@ -9,6 +9,9 @@
 
 #include "backends/opencl/opencl_backend.h"
 #endif
+#if defined(SPIN_WITH_CUDA) || defined(SPIN_WITH_ROCM)
+#include "backends/gpu/gpu_backend.h"
+#endif
 
 #ifndef SPIN_BACKEND_NAME
 #define SPIN_BACKEND_NAME "cpu"
@@ -27,6 +30,9 @@ spin_device *spin_init(void) {
         spin_backend_register(cpu);
 #ifdef SPIN_WITH_OPENCL
         spin_backend_register(spin_opencl_backend());
+#endif
+#if defined(SPIN_WITH_CUDA) || defined(SPIN_WITH_ROCM)
+        spin_backend_register(spin_gpu_backend());
 #endif
         done = true;
     }

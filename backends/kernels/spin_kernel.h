@@ -52,6 +52,20 @@ typedef double acc_t;
 
 #endif
 
+/* CUDA / HIP only (backends/gpu compiles this text as CUDA with nvcc and as HIP with hipcc): the
+ * wave (warp) width comes from the architecture, never a constant: warpSize is 32 on NVIDIA; on
+ * AMD it is __AMDGCN_WAVEFRONT_SIZE, 64 on gfx9/CDNA (gfx90a) and 32 on RDNA (gfx10+ default). */
+#if !defined(__OPENCL_VERSION__) && !defined(__OPENCL_C_VERSION__)
+#if defined(__HIP__) || defined(__HIPCC__)
+#define WAVE_SIZE __AMDGCN_WAVEFRONT_SIZE
+#define WAVE_SHFL_DOWN(v, d) __shfl_down((v), (d))
+#else
+#define WAVE_SIZE warpSize
+#define WAVE_SHFL_DOWN(v, d) __shfl_down_sync(0xffffffffu, (v), (d))
+#endif
+#define WAVE_LANE ((int)(threadIdx.x % WAVE_SIZE))
+#endif
+
 /* Strided 4-D views: every view argument is (pointer, element offset, four strides); the output's
  * shape is passed as n1, n2, n3 and the element count. Stride 0 broadcasts. */
 #define VIEW_ARGS(p) i64 p##o, i64 p##s0, i64 p##s1, i64 p##s2, i64 p##s3

@@ -156,7 +156,7 @@ static int ocl_device_count(void) {
     X(layernorm_rows_f32) X(layernorm_back_rows_f32) X(layernorm_dwdb_f32) X(rope_f32)     \
     X(argmax_rows_f32)                                                                              \
     X(grad_sumsq_blocks_f32) X(grad_sumsq_combine_f32) X(grad_clip_stat_f32) X(rmsprop_step_f32)    \
-    X(adamw_step_f32)
+    X(adamw_step_f32) X(gemm_tiled_f32)
 /* clang-format on */
 
 typedef enum {
@@ -183,6 +183,7 @@ typedef struct {
     bool fp64;
     cl_mem scratch; /* GRAD_SUMSQ's block partials; reused (the queue is in order) */
     size_t scratch_bytes;
+    bool gemm_tiled; /* SPIN_GEMM=tiled: MATMUL through the shared tiled kernel instead of CLBlast */
 } ocl_ctx;
 
 static ocl_ctx *ctx_of(spin_device *dev) {
@@ -274,6 +275,10 @@ static spin_status ocl_device_open(spin_device *dev, int index) {
         e = clGetDeviceInfo(c->device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp, &fp, NULL);
         c->fp64 = e == CL_SUCCESS && fp != 0;
     }
+    const char *gemm = getenv("SPIN_GEMM");
+    if (s == SPIN_OK && gemm && *gemm && strcmp(gemm, "tiled") && strcmp(gemm, "blas"))
+        s = spin_fail(SPIN_ERR_INVALID, "SPIN_GEMM='%s': expected 'blas' or 'tiled'", gemm);
+    c->gemm_tiled = gemm && !strcmp(gemm, "tiled");
     if (s == SPIN_OK)
         s = build_program(c);
     if (s != SPIN_OK) {
@@ -857,8 +862,48 @@ static int64_t bstride(const spin_view *v, int d) { /* stride of padded batch di
     return d < pad ? 0 : v->stride[d - pad];
 }
 
+/* backends/kernels/gemm.cl: any strides, one launch for every batch (the kernel ROCm uses without rocBLAS).
+ */
+#define GEMM_TILE 64
+#define GEMM_THREADS 256
+
+static spin_status gemm_tiled(spin_device *dev, const spin_kcall *c) {
+    const spin_view *a = &c->in[0], *b = &c->in[1], *y = &c->out[0];
+    int64_t m = y->shape[y->ndim - 2], n = y->shape[y->ndim - 1], k = a->shape[a->ndim - 1];
+    int64_t nb0 = y->ndim == 4 ? y->shape[0] : 1, nb1 = y->ndim >= 3 ? y->shape[y->ndim - 3] : 1;
+    int64_t tiles_n = (n + GEMM_TILE - 1) / GEMM_TILE, tiles_mn = tiles_n * ((m + GEMM_TILE - 1) / GEMM_TILE);
+    if (ctx_of(dev)->max_group < GEMM_THREADS)
+        return spin_fail(SPIN_ERR_DEVICE, "%s: work-groups of %d are not supported", dev->name, GEMM_THREADS);
+    launch l = {ctx_of(dev)->kernels[OK_gemm_tiled_f32], 0, CL_SUCCESS, 0};
+    arg_i64(&l, m);
+    arg_i64(&l, n);
+    arg_i64(&l, k);
+    arg_i64(&l, nb1);
+    arg_i64(&l, tiles_n);
+    arg_i64(&l, tiles_mn);
+    const spin_view *v[3] = {a, b, y};
+    for (int i = 0; i < 3; i++) {
+        arg_buf(&l, v[i]);
+        arg_i64(&l, bstride(v[i], 0));
+        arg_i64(&l, bstride(v[i], 1));
+        arg_i64(&l, v[i]->stride[v[i]->ndim - 2]);
+        arg_i64(&l, v[i]->stride[v[i]->ndim - 1]);
+    }
+    arg_f32(&l, c->p.f[0]);
+    arg_f32(&l, c->p.f[1]);
+    if (l.err != CL_SUCCESS)
+        return args_failed(&l);
+    size_t local = GEMM_THREADS, global = (size_t)(nb0 * nb1 * tiles_mn) * GEMM_THREADS;
+    if (m == 0 || n == 0 || nb0 * nb1 == 0)
+        return SPIN_OK;
+    CL_CHECK(clEnqueueNDRangeKernel(ctx_of(dev)->queue, l.k, 1, NULL, &global, &local, 0, NULL, NULL));
+    return SPIN_OK;
+}
+
 static spin_status ocl_MATMUL(struct spin_device *dev, const spin_kcall *c) {
     const spin_view *a = &c->in[0], *b = &c->in[1], *y = &c->out[0];
+    if (ctx_of(dev)->gemm_tiled)
+        return gemm_tiled(dev, c);
     CLBlastTranspose ta, tb, tc;
     int64_t lda, ldb, ldc;
     if (a->ndim < 2 || b->ndim < 2 || y->ndim < 2 || blas_layout(a, &ta, &lda) || blas_layout(b, &tb, &ldb) ||
@@ -940,8 +985,9 @@ static void ocl_describe(spin_device *dev, char *buf, size_t size) {
     for (int k = 0; k < SPIN_KERNEL_COUNT; k++)
         native += dev->backend->kernels[k] != NULL;
     snprintf(buf, size,
-             "platform %s (%s); device %s; %s; CLBlast %s; %d of %d kernels native, others on the CPU", pn,
-             pv, dn, cv, SPIN_CLBLAST_VERSION, native, (int)SPIN_KERNEL_COUNT);
+             "platform %s (%s); device %s; %s; GEMM: %s %s; %d of %d kernels native, others on the CPU", pn,
+             pv, dn, cv, c->gemm_tiled ? "tiled kernel (SPIN_GEMM=tiled), not" : "CLBlast",
+             SPIN_CLBLAST_VERSION, native, (int)SPIN_KERNEL_COUNT);
 }
 
 /* Kernels without an entry stay NULL: the dispatcher runs them on the CPU (logged, counted). */

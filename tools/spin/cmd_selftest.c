@@ -1,5 +1,6 @@
 /* spin selftest: the op case table on the chosen device, as a pass/fail table with timings. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backends/backends.h"
@@ -24,6 +25,17 @@ int cmd_selftest(int argc, char **argv) {
     spin_device *dev = spin_init();
     if (!dev) {
         fprintf(stderr, "spin selftest: %s\n", spin_last_error());
+        return 1;
+    }
+    /* A build for an accelerator is there to test that accelerator: without one the table would only
+     * repeat the CPU's, so say so and fail. SPIN_DEVICE=cpu chooses the CPU explicitly. */
+    const char *target = spin_build_backend(), *spec = getenv("SPIN_DEVICE");
+    if ((!spec || !*spec) && strcmp(target, "cpu") && strcmp(dev->backend->name, target)) {
+        fprintf(
+            stderr,
+            "spin selftest: this build targets %s, but no %s device is available (see the warning above); "
+            "nothing was tested (SPIN_DEVICE=cpu runs the table on the CPU)\n",
+            target, target);
         return 1;
     }
     int pass = 0, fail = 0, skip = 0;
