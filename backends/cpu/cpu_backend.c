@@ -85,10 +85,14 @@ static bool cpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         return true;
     if (k == SPIN_K_ARANGE)
         return out[0] == SPIN_F32 || out[0] == SPIN_I32;
-    /* a row gather: bf16 tables are copied as they are (every other bf16 use is widened to f32 by
-     * the dispatcher) */
+    /* a row gather: bf16 tables are copied as they are (the bf16 kernels are this and MATMUL; the
+     * dispatcher widens bf16 to f32 for every other kernel) */
     if (k == SPIN_K_EMBEDDING && n_in == 2 && in[0] == SPIN_BF16)
         return in[1] == SPIN_I32 && out[0] == SPIN_BF16;
+    /* bf16 x bf16 products accumulate in f32 in the AVX-512 BF16 GEMM, into an f32 or bf16 y */
+    if (k == SPIN_K_MATMUL && n_in == 2 && (in[0] == SPIN_BF16 || in[1] == SPIN_BF16))
+        return in[0] == SPIN_BF16 && in[1] == SPIN_BF16 && (out[0] == SPIN_F32 || out[0] == SPIN_BF16) &&
+               cpu_gemm_bf16_available();
     /* the optimizer steps may also write the updated master weight into a model copy of another
      * float type (bf16 / f16 model weights over an f32 master) */
     int copy_slot = k == SPIN_K_RMSPROP_STEP ? 2 : k == SPIN_K_ADAMW_STEP ? 3 : -1;

@@ -75,6 +75,13 @@ typedef void (*cpu_sgemv_fn)(int order, int trans, int m, int n, float alpha, co
                              const float *x, int incx, float beta, float *y, int incy);
 /* NULL when the library has no cblas_sgemv (matmul then uses sgemm for every shape). */
 cpu_sgemv_fn cpu_blas_sgemv(void);
+/* bf16 GEMM (backends/cpu/cpu_gemm_bf16.c): c = alpha * a b + beta * c with a [m, k] and b [k, n]
+ * read through (row, column) strides, c f32 row-major with leading dimension ldc (not read when
+ * beta == 0). Available on CPUs with AVX-512 BF16. */
+bool cpu_gemm_bf16_available(void);
+spin_status cpu_gemm_bf16(int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *a, int64_t rsa,
+                          int64_t csa, const uint16_t *b, int64_t rsb, int64_t csb, float beta, float *c,
+                          int64_t ldc);
 const char *cpu_blas_describe(void);
 const char *cpu_blas_corename(void);
 int cpu_threads(void);

@@ -1,5 +1,7 @@
 /* Batched strided matmul through BLAS sgemm; a transposed operand is a view whose second-to-last
- * dimension has stride 1. */
+ * dimension has stride 1. bf16 operands go to the AVX-512 BF16 GEMM (cpu_gemm_bf16.c). */
+#include <stdlib.h>
+
 #include "backends/cpu/cpu_kernels.h"
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
@@ -25,8 +27,57 @@ static int blas_layout(const spin_view *v, int *trans, int64_t *ld) {
     return -1;
 }
 
+/* bf16 operands (cpu_gemm_bf16), y f32 or bf16 (computed in f32, rounded once). */
+static spin_status matmul_bf16(const spin_kcall *c) {
+    const spin_view *a = &c->in[0], *b = &c->in[1], *y = &c->out[0];
+    int64_t m = y->shape[y->ndim - 2], n = y->shape[y->ndim - 1], k = a->shape[a->ndim - 1];
+    cpu_shape4 as = cpu_pad4(a), bs = cpu_pad4(b), ys = cpu_pad4(y);
+    int64_t ars = a->stride[a->ndim - 2], acs = a->stride[a->ndim - 1];
+    int64_t brs = b->stride[b->ndim - 2], bcs = b->stride[b->ndim - 1];
+    int64_t yrs = y->stride[y->ndim - 2], ycs = y->stride[y->ndim - 1];
+    float alpha = c->p.f[0], beta = c->p.f[1];
+    bool direct = y->dtype == SPIN_F32 && (ycs == 1 || n == 1);
+    float *tmp = NULL;
+    if (!direct && m * n > 0 && !(tmp = malloc((size_t)(m * n) * sizeof *tmp)))
+        return spin_fail(SPIN_ERR_OOM, "MATMUL (bf16): cannot allocate a [%lld, %lld] f32 tile", (long long)m,
+                         (long long)n);
+    spin_status s = SPIN_OK;
+    for (int64_t i0 = 0; i0 < ys.n[0] && s == SPIN_OK; i0++)
+        for (int64_t i1 = 0; i1 < ys.n[1] && s == SPIN_OK; i1++) {
+            const uint16_t *ap = cpu_u16(a) + i0 * as.s[0] + i1 * as.s[1];
+            const uint16_t *bp = cpu_u16(b) + i0 * bs.s[0] + i1 * bs.s[1];
+            size_t yo = (size_t)(i0 * ys.s[0] + i1 * ys.s[1]);
+            if (direct) {
+                s = cpu_gemm_bf16(m, n, k, alpha, ap, ars, acs, bp, brs, bcs, beta, cpu_f32(y) + yo, yrs);
+                continue;
+            }
+            /* through an f32 tile: the old y when beta reads it, then one rounding per element */
+            for (int64_t r = 0; r < m && beta != 0.0f; r++)
+                for (int64_t q = 0; q < n; q++)
+                    tmp[r * n + q] =
+                        spin_dtype_load(y->dtype, y->buf, y->offset + yo + (size_t)(r * yrs + q * ycs));
+            s = cpu_gemm_bf16(m, n, k, alpha, ap, ars, acs, bp, brs, bcs, beta, tmp, n);
+            if (y->dtype == SPIN_BF16) {
+                uint16_t *yp = cpu_u16(y) + yo;
+#pragma omp parallel for schedule(static) if (m * n > 32768)
+                for (int64_t r = 0; r < m; r++)
+                    for (int64_t q = 0; q < n; q++)
+                        yp[r * yrs + q * ycs] = cpu_bf16_round(tmp[r * n + q]);
+            } else {
+                float *yp = cpu_f32(y) + yo;
+                for (int64_t r = 0; r < m; r++)
+                    for (int64_t q = 0; q < n; q++)
+                        yp[r * yrs + q * ycs] = tmp[r * n + q];
+            }
+        }
+    free(tmp);
+    return s;
+}
+
 spin_status cpu_MATMUL(struct spin_device *dev, const spin_kcall *c) {
     (void)dev;
+    if (c->in[0].dtype == SPIN_BF16)
+        return matmul_bf16(c);
     const spin_view *a = &c->in[0], *b = &c->in[1], *y = &c->out[0];
     int ta, tb, tc;
     int64_t lda, ldb, ldc;
