@@ -89,12 +89,16 @@ opencl() {
 
 # The GPU backends where no GPU is needed to build them: every kernel of the shared text compiled by
 # nvcc (sm_80, sm_90) or hipcc (gfx90a, gfx908, gfx1030), the libraries, the CLI and the tests linked
-# (tests not run). Then `spin selftest`: with a device it runs the op table there and must pass;
-# without one it must say so and exit non-zero, which is the expected result here.
+# (tests not run), except test_gpu_launch_args: every launch wrapper's arguments against the compiled
+# kernels' signatures, which needs no GPU. Then `spin selftest`: with a device it runs the op table
+# there and must pass; without one it must say so and exit non-zero, the expected result here.
 gpu_compile() { # gpu_compile cuda|rocm
     local b=$1 out rc
     cmake -S . -B "build-$b" -DBACKEND="$b" -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release >/dev/null &&
         cmake --build "build-$b" -j"$jobs" || return 1
+    "build-$b/bin/test_gpu_launch_args" >"/tmp/spin-$b-launch-args.txt" 2>&1 ||
+        { cat "/tmp/spin-$b-launch-args.txt"; return 1; }
+    grep -E 'kernels of the|^SKIPPED' "/tmp/spin-$b-launch-args.txt"
     out=$("build-$b/bin/spin" selftest 2>&1)
     rc=$?
     if [ $rc -eq 0 ]; then

@@ -19,6 +19,8 @@
 
 /* gpu_kernels.cu: the host-side handle of every kernel of gpu_kernel_list.h, in list order */
 extern const void *const spin_gpu_kernel_fns[GK_COUNT];
+/* ... and its parameter sizes in bytes, 0-terminated (from the kernel's signature) */
+extern const unsigned char *const spin_gpu_kernel_arg_sizes[GK_COUNT];
 
 static const char *const gk_names[] = {
 #define GK_NAME_(n) #n,
@@ -251,6 +253,7 @@ typedef struct {
     spin_gpu_kid kid;
     int n;
     arg_slot slot[GPU_MAX_ARGS];
+    unsigned char size[GPU_MAX_ARGS];
 } launch;
 
 static void arg_(launch *l, size_t size, const void *v) {
@@ -258,6 +261,7 @@ static void arg_(launch *l, size_t size, const void *v) {
                 l->n);
     memset(&l->slot[l->n], 0, sizeof l->slot[l->n]);
     memcpy(&l->slot[l->n], v, size);
+    l->size[l->n] = (unsigned char)size;
     l->n++;
 }
 
@@ -321,7 +325,25 @@ static launch launch_begin(spin_gpu_kid kid, const spin_view *out) {
     return l;
 }
 
+/* The launch's arguments against the kernel's parameters (count and sizes). */
+static spin_status check_args(const launch *l) {
+    const unsigned char *want = spin_gpu_kernel_arg_sizes[l->kid];
+    int n = 0;
+    while (want[n])
+        n++;
+    if (n != l->n)
+        return spin_fail(SPIN_ERR_INVALID, "%s:%d: kernel %s takes %d arguments, the launch passes %d",
+                         __FILE__, __LINE__, gk_names[l->kid], n, l->n);
+    for (int i = 0; i < n; i++)
+        if (want[i] != l->size[i])
+            return spin_fail(SPIN_ERR_INVALID,
+                             "%s:%d: argument %d of kernel %s has %d bytes, the launch passes %d", __FILE__,
+                             __LINE__, i, gk_names[l->kid], want[i], l->size[i]);
+    return SPIN_OK;
+}
+
 static spin_status launch_grid(spin_device *dev, const launch *l, int64_t blocks, int threads) {
+    SPIN_TRY(check_args(l));
     if (blocks <= 0)
         return SPIN_OK;
     if (blocks > INT_MAX)

@@ -12,3 +12,19 @@ extern "C" const void *const spin_gpu_kernel_fns[GK_COUNT] = {
     SPIN_GPU_KERNELS(GK_FN_)
 #undef GK_FN_
 };
+
+/* Each kernel's parameter sizes in bytes, 0-terminated, from its signature: gpu_backend.c checks every
+ * launch's arguments against them before the launch (a wrapper out of step with the text is an
+ * error naming the kernel, not a corrupted launch). */
+template <typename... A> struct gk_params {
+    static constexpr unsigned char size[] = {(unsigned char)sizeof(A)..., 0};
+};
+template <typename... A> static constexpr const unsigned char *gk_sizes(void (*)(A...)) {
+    return gk_params<A...>::size;
+}
+
+extern "C" const unsigned char *const spin_gpu_kernel_arg_sizes[GK_COUNT] = {
+#define GK_SIZES_(n) gk_sizes(n),
+    SPIN_GPU_KERNELS(GK_SIZES_)
+#undef GK_SIZES_
+};
