@@ -119,7 +119,10 @@ static bool cpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
 
 static void cpu_describe(spin_device *dev, char *buf, size_t size) {
     (void)dev;
-    snprintf(buf, size, "OpenMP threads %d; BLAS %s", omp_get_max_threads(), cpu_blas_describe());
+    snprintf(buf, size, "OpenMP threads %d; BLAS %s; bf16 matmul %s", omp_get_max_threads(),
+             cpu_blas_describe(),
+             cpu_gemm_bf16_available() ? "AVX-512 BF16 GEMM"
+                                       : "widened to f32 sgemm (no AVX-512 BF16, or SPIN_BF16_GEMM=0)");
 }
 
 /* The CPU table covers the whole kernel list: one entry per X-macro item, each naming a
