@@ -766,6 +766,59 @@ static spin_status gemm_tiled(spin_device *dev, const spin_kcall *c) {
     return launch_grid(dev, &l, nb0 * nb1 * tiles_mn, GEMM_THREADS);
 }
 
+/* Elements [0, extent) of v's buffer cover every element of the view. */
+static size_t view_extent(const spin_view *v) {
+    size_t hi = v->offset;
+    for (int i = 0; i < v->ndim; i++) {
+        if (v->shape[i] == 0)
+            return 0;
+        hi += (size_t)((v->shape[i] - 1) * (v->stride[i] < 0 ? 0 : v->stride[i]));
+    }
+    return hi + 1;
+}
+
+/* The CPU backend runs this MATMUL on host copies of the views' buffers: for call shapes (not dtypes)
+ * this backend cannot express, i.e. a bf16 GEMM in a layout no BLAS takes. Logged once, counted. */
+static spin_status host_fallback(spin_device *dev, spin_kernel k, const spin_kcall *c) {
+    if (dev->fallbacks[k]++ == 0)
+        spin_log_msg(SPIN_LOG_WARN, "%s cannot run kernel %s for this layout; running it on the CPU",
+                     dev->name, spin_kernel_name(k));
+    spin_device *cpu = spin_cpu_device();
+    spin_kcall h = *c;
+    int n = c->n_in + c->n_out;
+    void *bufs[SPIN_KMAX_IN + SPIN_KMAX_OUT] = {0};
+    size_t bytes[SPIN_KMAX_IN + SPIN_KMAX_OUT] = {0};
+    spin_dtype din[SPIN_KMAX_IN], dout[SPIN_KMAX_OUT];
+    for (int i = 0; i < c->n_in; i++)
+        din[i] = c->in[i].dtype;
+    for (int i = 0; i < c->n_out; i++)
+        dout[i] = c->out[i].dtype;
+    if (!cpu->backend->supports(cpu, k, din, c->n_in, dout, c->n_out))
+        return spin_fail(SPIN_ERR_UNSUPPORTED,
+                         "kernel %s: these dtypes run neither on %s in this layout nor on the CPU",
+                         spin_kernel_name(k), dev->name);
+    spin_status s = SPIN_OK;
+    for (int i = 0; i < n && s == SPIN_OK; i++) {
+        spin_view *v = i < c->n_in ? &h.in[i] : &h.out[i - c->n_in];
+        bytes[i] = view_extent(v) * spin_dtype_size(v->dtype);
+        bufs[i] = spin_device_alloc(cpu, bytes[i]);
+        if (!bufs[i]) {
+            s = spin_fail(SPIN_ERR_OOM, "CPU fallback: cannot allocate %zu bytes", bytes[i]);
+            break;
+        }
+        s = gpu_to_host(dev, bufs[i], v->buf, 0, bytes[i]);
+        v->buf = bufs[i];
+    }
+    if (s == SPIN_OK)
+        s = cpu->backend->kernels[k](cpu, &h);
+    for (int i = c->n_in; i < n && s == SPIN_OK; i++)
+        s = gpu_from_host(dev, c->out[i - c->n_in].buf, 0, bufs[i], bytes[i]);
+    for (int i = 0; i < n; i++)
+        if (bufs[i])
+            spin_device_free(cpu, bufs[i], bytes[i]);
+    return s;
+}
+
 static bool fits_int(int64_t v) {
     return v >= 0 && v <= INT_MAX;
 }
@@ -786,15 +839,10 @@ static spin_status gpu_MATMUL(struct spin_device *dev, const spin_kcall *c) {
                     !blas_layout(b, &ob.trans, &ob.ld) && !blas_layout(y, &ty, &ldy) && !ty && fits_int(m) &&
                     fits_int(n) && fits_int(k) && fits_int(oa.ld) && fits_int(ob.ld) && fits_int(ldy) &&
                     gpu_blas_supports(cx->blas, a->dtype, b->dtype, y->dtype);
-    if (!use_blas) {
-        if (a->dtype != SPIN_F32 || b->dtype != SPIN_F32 || y->dtype != SPIN_F32)
-            return spin_fail(
-                SPIN_ERR_UNSUPPORTED,
-                "MATMUL on %s: %s x %s -> %s operands in a layout the vendor BLAS cannot take, and the "
-                "tiled kernel is f32 only",
-                dev->name, spin_dtype_name(a->dtype), spin_dtype_name(b->dtype), spin_dtype_name(y->dtype));
-        return gemm_tiled(dev, c);
-    }
+    if (!use_blas) /* the tiled kernel is f32 only */
+        return a->dtype == SPIN_F32 && b->dtype == SPIN_F32 && y->dtype == SPIN_F32
+                   ? gemm_tiled(dev, c)
+                   : host_fallback(dev, SPIN_K_MATMUL, c);
     float alpha = c->p.f[0], beta = c->p.f[1];
     if (beta == 0.0f && gpu_blas_needs_zeroed_c(cx->blas) && y->dtype == SPIN_F32)
         SPIN_TRY(fill(dev, y, 0.0f));
