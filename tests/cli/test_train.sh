@@ -16,12 +16,15 @@ pass() { echo "ok: $1"; }
 fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
 ok() { local d=$1; shift; if "$@" >"$dir/last.log" 2>&1; then pass "$d"; else fail "$d"; sed 's/^/    /' "$dir/last.log"; fi; }
 not() { ! "$@"; }
-# err DESCRIPTION EXPECTED-TEXT COMMAND...: must fail (non-zero) with EXPECTED-TEXT in its output
+# err DESCRIPTION EXPECTED-TEXT COMMAND...: must fail (non-zero) with EXPECTED-TEXT in its output and
+# no sanitizer report (under ASan a leak on an error path also exits non-zero)
 err() {
     local d=$1 want=$2 msg
     shift 2
     if msg=$("$@" 2>&1); then
         fail "$d: exit 0"
+    elif grep -q -e "Sanitizer" -e "runtime error" <<<"$msg"; then
+        fail "$d: sanitizer report"; sed 's/^/    /' <<<"$msg"
     elif ! grep -qF -- "$want" <<<"$msg"; then
         fail "$d: output lacks '$want'"; sed 's/^/    /' <<<"$msg"
     else pass "$d"; fi
@@ -108,6 +111,7 @@ ok "final model in output_dir" [ -f outputs/model.safetensors ] && [ -f outputs/
 ok "final model differs from the initial one" not cmp -s outputs/model.safetensors model/model.safetensors
 ok "final model = last checkpoint" cmp -s outputs/model.safetensors outputs/checkpoint-6/model.safetensors
 printf '{"prompt": "sum 1 2"}\n' >p.jsonl
+[ -z "$BF16" ] && ok "bf16 run: the final model is stored as bf16" grep -q '"torch_dtype": "bfloat16"' outputs/config.json
 ok "final model loads (spin complete)" "$spin" complete --model outputs --input p.jsonl --max-new-tokens 2
 
 # existing output: refused without --overwrite / --resume
@@ -127,7 +131,8 @@ done
 pass "mode (a) = mode (b): losses within 1e-5, margins within 1e-4 relative"
 
 # interruption: SIGTERM writes a checkpoint; --resume finishes bit for bit as the straight run
-R="--data=data --model=model --learning_rate=1e-3 --logging_steps=1 --max_steps=24 --save_strategy=no"
+# f32 (their config ran in bf16 where available): its own scores file, as the fingerprint differs
+R="--data=data --model=model --learning_rate=1e-3 --logging_steps=1 --max_steps=24 --save_strategy=no --scores=f32.jsonl"
 ok "straight 24 steps" "$spin" train $R --output=straight
 "$spin" train $R --output=cut >cut.log 2>&1 &
 pid=$!
@@ -196,7 +201,7 @@ err "missing dataset" "nowhere: No such file or directory" "$spin" train --model
 err "dataset directory without a train split" "has no train_x split" "$spin" train --model model --data b --output x --dry-run --dataset_splits=train_x
 # stale scores: a changed row no longer matches its stored hash
 sed -i '5s/i do not know/i do know/' data/train_prefs-00000-of-00001.jsonl
-err "stale scores refused" "stale opponent scores" "$spin" train config.yaml $BF16 $T --output_dir=stale
+err "stale scores refused" "train_prefs-00000-of-00001.jsonl:5)" "$spin" train config.yaml $BF16 $T --output_dir=stale
 ok "stale scores: nothing trained" [ ! -e stale/metrics.jsonl ]
 err "stale scores: different max_length" "max_length" "$spin" train config.yaml $BF16 $T --output_dir=stale --max_length=512
 

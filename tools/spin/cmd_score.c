@@ -96,7 +96,7 @@ int cmd_score(int argc, char **argv) {
     }
     spin_llama *opp = NULL;
     if (rc == 0)
-        rc = train_cli_load_model("score", c.model_name_or_path, &opp);
+        rc = train_cli_load_model("score", &c, &opp);
     float *chosen = NULL, *rejected = NULL;
     if (rc == 0) {
         chosen = malloc((size_t)r.data.n * sizeof *chosen);

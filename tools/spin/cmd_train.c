@@ -149,22 +149,26 @@ static const char *human(double bytes, char *buf, size_t cap) {
 static void memory_estimate(const train_cli_config *c, const spin_llama_config *m, bool opponent_model) {
     double P = (double)n_params(m);
     double state = strcmp(c->optim, "rmsprop") ? 2 : 1;
-    double weights = 4 * P, grads = 4 * P, opt = 4 * P * state, opp = opponent_model ? 4 * P : 0;
+    /* bf16: 2-byte weights, f32 gradients, f32 optimizer masters beside the state */
+    bool bf16 = train_cli_bf16(c);
+    double wb = bf16 ? 2 : 4, weights = wb * P, grads = 4 * P, opt = 4 * P * (state + (bf16 ? 1 : 0)),
+           opp = opponent_model ? wb * P : 0;
     /* activations kept for backward on 2B rows of max_length tokens, per layer per token: about 12
      * hidden-size and 4 intermediate-size f32 vectors plus one attention row per head; with
      * gradient_checkpointing only each block's input, plus one block recomputed at a time */
     double tok = 2.0 * (double)c->per_device_train_batch_size * (double)c->max_length;
     double H = (double)m->hidden_size, I = (double)m->intermediate_size, L = (double)m->num_hidden_layers;
     double block = 12 * H + 4 * I + (double)m->num_attention_heads * (double)c->max_length;
-    double act = 4 * tok * (c->gradient_checkpointing ? L * H + block : L * block);
+    double act = wb * tok * (c->gradient_checkpointing ? L * H + block : L * block);
     char b[6][32];
-    printf("memory estimate (f32; rows of max_length, so an upper bound for shorter data):\n"
+    printf("memory estimate (%s; rows of max_length, so an upper bound for shorter data):\n"
            "  weights        %s (%.0f parameters)\n  gradients      %s\n  optimizer      %s (%s)\n"
            "  opponent       %s%s\n  activations    %s (2 x %lld rows x %lld tokens%s)\n"
            "  total          ~%s\n",
-           human(weights, b[0], 32), P, human(grads, b[1], 32), human(opt, b[2], 32), c->optim,
-           human(opp, b[3], 32), opponent_model ? " (opponent: model, a second copy)" : " (none in memory)",
-           human(act, b[4], 32), (long long)c->per_device_train_batch_size, (long long)c->max_length,
+           bf16 ? "bf16 weights, f32 gradients and optimizer masters" : "f32", human(weights, b[0], 32), P,
+           human(grads, b[1], 32), human(opt, b[2], 32), c->optim, human(opp, b[3], 32),
+           opponent_model ? " (opponent: model, a second copy)" : " (none in memory)", human(act, b[4], 32),
+           (long long)c->per_device_train_batch_size, (long long)c->max_length,
            c->gradient_checkpointing ? ", gradient checkpointing" : "",
            human(weights + grads + opt + opp + act, b[5], 32));
 }
@@ -202,6 +206,8 @@ static int build_train_config(const train_cli_config *c, const train_rows *r, sp
     t->per_device_train_batch_size = c->per_device_train_batch_size;
     t->gradient_accumulation_steps = c->gradient_accumulation_steps;
     t->gradient_checkpointing = c->gradient_checkpointing;
+    /* HF bf16 under DeepSpeed ZeRO, as uclaml/SPIN runs: bf16 weights, f32 optimizer masters */
+    t->precision = train_cli_bf16(c) ? SPIN_BF16 : SPIN_F32;
     t->seed = (uint64_t)(c->data_seed >= 0 ? c->data_seed : c->seed);
     t->shuffle = true;
     t->logging_steps = c->logging_steps;
@@ -238,11 +244,15 @@ static int opponent_scores(const train_cli_config *c, const train_rows *r, spin_
         return 0;
     }
     if (spin_scores_read(r->scores_path, &fp, r->rows, r->data.n, chosen, rejected) != SPIN_OK) {
-        fprintf(
-            stderr,
-            "spin train: %s\n  (the scores do not belong to this model, data and settings: rerun `spin score "
-            "... --overwrite`, or delete the file and they are computed again)\n",
-            spin_last_error());
+        const char *ex = strstr(spin_last_error(), "example ");
+        long long k = -1;
+        if (ex && sscanf(ex, "example %lld", &k) == 1 && k >= 0 && k < r->data.n)
+            fprintf(stderr, "spin train: %s (example %lld is %s:%lld)\n", spin_last_error(), k,
+                    r->src_file[k], (long long)r->src_line[k]);
+        else
+            fprintf(stderr, "spin train: %s\n", spin_last_error());
+        fprintf(stderr, "  (the scores do not belong to this model, data and settings: rerun `spin score ... "
+                        "--overwrite`, or delete the file and they are computed again)\n");
         return 1;
     }
     return 0;
@@ -261,16 +271,6 @@ int cmd_train(int argc, char **argv) {
         rc = train_config_check("train", &c);
     if (rc == 0 && !c.output_dir) {
         fprintf(stderr, "spin train: output_dir is required (--output DIR)\n");
-        rc = 2;
-    }
-    /* spin_train_config has no precision setting: bf16 cannot be honoured, and is not dropped */
-    if (rc == 0 && (c.bf16 || (c.torch_dtype && !strcmp(c.torch_dtype, "bfloat16")))) {
-        fprintf(stderr,
-                "spin train: %s: %s: bf16 training is not available (the trainer computes in f32); set bf16: "
-                "false "
-                "and torch_dtype: null, auto or float32\n",
-                train_config_where(&c, c.bf16 ? "bf16" : "torch_dtype"),
-                c.bf16 ? "bf16: true" : "torch_dtype: bfloat16");
         rc = 2;
     }
     /* HF puts biases and norm weights in a no-decay group; the trainer's optimizer decays every
@@ -355,9 +355,9 @@ int cmd_train(int argc, char **argv) {
     spin_llama *policy = NULL, *ref = NULL;
     float *sc = NULL, *sr = NULL, *pc = NULL, *pw = NULL, *pl = NULL;
     if (rc == 0)
-        rc = train_cli_load_model("train", c.model_name_or_path, &policy);
+        rc = train_cli_load_model("train", &c, &policy);
     if (rc == 0 && opp_model)
-        rc = train_cli_load_model("train", c.model_name_or_path, &ref);
+        rc = train_cli_load_model("train", &c, &ref);
     if (rc == 0 && need_ref && !opp_model) {
         sc = malloc((size_t)r.data.n * sizeof *sc);
         sr = malloc((size_t)r.data.n * sizeof *sr);
@@ -408,7 +408,8 @@ int cmd_train(int argc, char **argv) {
         rc = c.stop_after > 0 ? 0 : 130;
     } else if (rc == 0) {
         /* run_spin.py's save_model(output_dir): the final weights in HF layout beside the checkpoints */
-        if (spin_llama_save(policy, c.output_dir, c.resume_from_checkpoint) != SPIN_OK) {
+        if (spin_llama_save_as(policy, c.output_dir, spin_llama_dtype(policy), c.resume_from_checkpoint) !=
+            SPIN_OK) {
             fprintf(stderr, "spin train: saving the final model: %s\n", spin_last_error());
             rc = 1;
         } else {

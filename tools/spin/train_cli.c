@@ -490,8 +490,11 @@ int train_rows_build(const char *cmd, const train_cli_config *c, train_rows *r) 
                 cmd, (long long)cut_prompts, (long long)p.n, (long long)long_prompts);
     if (rc == 0) {
         r->data = (spin_pref_data){.kind = p.kind, .n = p.n, .ex = p.ex};
-        p.ex = NULL;
-        p.n = 0;
+        r->src_file = p.file;
+        r->src_line = p.line;
+        r->files = p.files;
+        r->n_files = p.n_files;
+        memset(&p, 0, sizeof p);
     } else if (r->rows) {
         for (int64_t i = 0; i < p.n; i++)
             spin_pref_tokens_free(&r->rows[i]);
@@ -536,6 +539,11 @@ void train_rows_free(train_rows *r) {
     spin_tokenizer_free(r->tok);
     spin_llama_config_free(&r->mcfg);
     free(r->scores_path);
+    free(r->src_file);
+    free(r->src_line);
+    for (int i = 0; i < r->n_files; i++)
+        free(r->files[i]);
+    free(r->files);
     memset(r, 0, sizeof *r);
 }
 
@@ -555,14 +563,25 @@ int train_rows_fingerprint(const char *cmd, const train_cli_config *c, const tra
     return 0;
 }
 
-int train_cli_load_model(const char *cmd, const char *dir, spin_llama **out) {
+bool train_cli_bf16(const train_cli_config *c) {
+    return c->bf16 || (c->torch_dtype && !strcmp(c->torch_dtype, "bfloat16"));
+}
+
+int train_cli_load_model(const char *cmd, const train_cli_config *c, spin_llama **out) {
     spin_device *dev = spin_init();
     if (!dev) {
         fprintf(stderr, "spin %s: no device: %s\n", cmd, spin_last_error());
         return 1;
     }
-    if (spin_llama_load(dir, dev, out) != SPIN_OK) {
-        fprintf(stderr, "spin %s: model_name_or_path %s: %s\n", cmd, dir, spin_last_error());
+    if (spin_llama_load(c->model_name_or_path, dev, out) != SPIN_OK) {
+        fprintf(stderr, "spin %s: model_name_or_path %s: %s\n", cmd, c->model_name_or_path,
+                spin_last_error());
+        return 1;
+    }
+    if (train_cli_bf16(c) && spin_llama_set_dtype(*out, SPIN_BF16) != SPIN_OK) {
+        fprintf(stderr, "spin %s: bf16: %s\n", cmd, spin_last_error());
+        spin_llama_free(*out);
+        *out = NULL;
         return 1;
     }
     return 0;

@@ -32,6 +32,11 @@ typedef struct {
     spin_pref_tokens *rows; /* [data.n] */
     spin_collate_opts collate;
     char *scores_path; /* where the opponent scores are (default or opponent_scores) */
+    /* where each example comes from: src_file[i] (borrowed from files) and its 1-based line */
+    const char **src_file;
+    int64_t *src_line;
+    char **files;
+    int n_files;
 } train_rows;
 
 /* Loads the tokenizer, the chat template, the model's config.json, the datasets (mixed as
@@ -45,8 +50,13 @@ void train_rows_free(train_rows *r);
 int train_rows_fingerprint(const char *cmd, const train_cli_config *c, const train_rows *r,
                            const spin_llama *opp, spin_score_fingerprint *fp);
 
-/* Loads the model directory onto the default device; prints and returns 1 on failure. */
-int train_cli_load_model(const char *cmd, const char *dir, spin_llama **out);
+/* Whether the run stores weights in bf16 (bf16: true, or torch_dtype: bfloat16). */
+bool train_cli_bf16(const train_cli_config *c);
+
+/* Loads the model directory onto the default device, in bf16 when train_cli_bf16 (the opponent's
+ * scores then come from the same bf16 weights the policy starts from); prints and returns 1 on
+ * failure. */
+int train_cli_load_model(const char *cmd, const train_cli_config *c, spin_llama **out);
 
 /* Runs the opponent over the rows (no grad) with a progress line on stderr, writing chosen[n] and
  * rejected[n]. Returns 0, or prints and returns 1. */

@@ -233,7 +233,7 @@ const char train_config_help[] =
     "                           or a directory of <split>*.jsonl (alias --data P[:F][,P[:F]...]; required)\n"
     "  dataset_splits LIST      split names; those containing \"train\" are trained on, \"test\" ones are\n"
     "                           not read (default train,test)\n"
-    "  torch_dtype T            auto | float32 (default null: the weights' dtype, computed in f32)\n"
+    "  torch_dtype T            auto | float32 | bfloat16 (= bf16: true) (default null: f32)\n"
     "  loss_type NAME           sigmoid | hinge | ipo | robust | sppo | sppo_single | sppo_hard | sft\n"
     "                           (alias --loss; default sigmoid, SPIN's loss)\n"
     "  beta B                   (default 0.1)\n"
