@@ -120,6 +120,17 @@ static spin_status open_ctx(gpu_ctx *c) {
     GPU_CHECK(gpuSetDevice(c->ordinal));
     GPU_CHECK(gpuGetDeviceProperties(&c->prop, c->ordinal));
     GPU_ARCH_FORMAT(c->arch, sizeof c->arch, &c->prop);
+    /* The build's architectures must include this device's: say so now, not at the first launch. */
+    gpuFuncAttributes fa;
+    gpuError_t e = gpuFuncGetAttributes(&fa, spin_gpu_kernel_fns[0]);
+    if (e != gpuSuccess) {
+        (void)gpuGetLastError();
+        return spin_fail(SPIN_ERR_DEVICE,
+                         "%s:%d: the kernels have no image for device %d (%s, %s): %s: %s; rebuild with %s "
+                         "including its architecture",
+                         __FILE__, __LINE__, c->ordinal, c->prop.name, c->arch, gpuGetErrorName(e),
+                         gpuGetErrorString(e), GPU_ARCH_OPTION);
+    }
     GPU_CHECK(gpuStreamCreateWithFlags(&c->stream, gpuStreamNonBlocking));
     int choice;
     SPIN_TRY(gemm_choice(&choice));

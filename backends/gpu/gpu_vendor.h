@@ -41,6 +41,10 @@ typedef struct cudaDeviceProp gpuDeviceProp;
 #define gpuStreamSynchronize cudaStreamSynchronize
 #define gpuStreamDestroy cudaStreamDestroy
 #define gpuLaunchKernel cudaLaunchKernel
+typedef struct cudaFuncAttributes gpuFuncAttributes;
+#define gpuFuncGetAttributes cudaFuncGetAttributes
+/* how to build the kernels for another architecture */
+#define GPU_ARCH_OPTION "-DCMAKE_CUDA_ARCHITECTURES"
 /* "sm_90" style architecture name of a device */
 #define GPU_ARCH_FORMAT(buf, size, prop) snprintf(buf, size, "sm_%d%d", (prop)->major, (prop)->minor)
 #else
@@ -78,6 +82,10 @@ typedef hipDeviceProp_t gpuDeviceProp;
 #define gpuStreamSynchronize hipStreamSynchronize
 #define gpuStreamDestroy hipStreamDestroy
 #define gpuLaunchKernel hipLaunchKernel
+typedef hipFuncAttributes gpuFuncAttributes;
+#define gpuFuncGetAttributes hipFuncGetAttributes
+/* how to build the kernels for another architecture */
+#define GPU_ARCH_OPTION "-DSPIN_HIP_ARCHITECTURES"
 /* "gfx90a:sramecc+:xnack-" style architecture name of a device */
 #define GPU_ARCH_FORMAT(buf, size, prop) snprintf(buf, size, "%.63s", (prop)->gcnArchName)
 #endif
