@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backends/gpu/gpu_blas.h"
+#include "core/log.h"
 
 #ifndef SPIN_CUDA_ALLOW_TF32
 #define SPIN_CUDA_ALLOW_TF32 0
@@ -68,8 +69,10 @@ spin_status gpu_blas_open(gpu_blas **out, gpuStream_t stream, char *why, size_t 
 void gpu_blas_close(gpu_blas *b) {
     if (!b)
         return;
-    if (b->h)
-        cublasDestroy(b->h);
+    cublasStatus_t st = b->h ? cublasDestroy(b->h) : CUBLAS_STATUS_SUCCESS;
+    if (st != CUBLAS_STATUS_SUCCESS)
+        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: cublasDestroy failed: %s: %s", __FILE__, __LINE__,
+                     cublasGetStatusName(st), cublasGetStatusString(st));
     free(b);
 }
 

@@ -80,22 +80,27 @@ static gpu_ctx *ctx_of(spin_device *dev) {
     return dev->ctx;
 }
 
+/* Closing cannot fail the caller: a runtime error on the way is logged with its call. */
+static void log_if_failed(gpuError_t e, const char *what, const spin_device *dev) {
+    if (e != gpuSuccess)
+        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: closing %s: %s failed: %s: %s", __FILE__, __LINE__, dev->name,
+                     what, gpuGetErrorName(e), gpuGetErrorString(e));
+}
+
 static void gpu_device_close(spin_device *dev) {
     gpu_ctx *c = ctx_of(dev);
     if (!c)
         return;
     gpuError_t e = gpuSetDevice(c->ordinal);
+    log_if_failed(e, "gpuSetDevice", dev);
     if (e == gpuSuccess && c->stream)
-        e = gpuStreamSynchronize(c->stream);
-    if (e != gpuSuccess)
-        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: closing %s: %s: %s", __FILE__, __LINE__, dev->name,
-                     gpuGetErrorName(e), gpuGetErrorString(e));
+        log_if_failed(gpuStreamSynchronize(c->stream), "gpuStreamSynchronize", dev);
     if (c->blas)
         gpu_blas_close(c->blas);
     if (c->scratch)
-        gpuFree(c->scratch);
+        log_if_failed(gpuFree(c->scratch), "gpuFree", dev);
     if (c->stream)
-        gpuStreamDestroy(c->stream);
+        log_if_failed(gpuStreamDestroy(c->stream), "gpuStreamDestroy", dev);
     free(c);
     dev->ctx = NULL;
 }
@@ -911,8 +916,8 @@ static bool gpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
 static void gpu_describe(spin_device *dev, char *buf, size_t size) {
     gpu_ctx *c = ctx_of(dev);
     int rt = 0, drv = 0;
-    (void)gpuRuntimeGetVersion(&rt);
-    (void)gpuDriverGetVersion(&drv);
+    if (gpuRuntimeGetVersion(&rt) != gpuSuccess || gpuDriverGetVersion(&drv) != gpuSuccess)
+        rt = drv = -1; /* printed as -1: the version queries failed */
     char gemm[320];
     if (c->blas)
         gpu_blas_describe(c->blas, gemm, sizeof gemm);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backends/gpu/gpu_blas.h"
+#include "core/log.h"
 
 /* rocblas.h's types and constants (rocblas-types.h; enums are C ints, rocblas_int is int32_t,
  * rocblas_stride is int64_t). */
@@ -118,10 +119,12 @@ spin_status gpu_blas_open(gpu_blas **out, gpuStream_t stream, char *why, size_t 
 void gpu_blas_close(gpu_blas *b) {
     if (!b)
         return;
-    if (b->h && b->destroy_handle)
-        b->destroy_handle(b->h);
-    if (b->lib)
-        dlclose(b->lib);
+    rocblas_status st = b->h && b->destroy_handle ? b->destroy_handle(b->h) : rocblas_status_success;
+    if (st != rocblas_status_success)
+        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: rocblas_destroy_handle failed: %s (%d)", __FILE__, __LINE__,
+                     status_str(b, st), (int)st);
+    if (b->lib && dlclose(b->lib) != 0)
+        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: dlclose(%s) failed: %s", __FILE__, __LINE__, b->path, dlerror());
     free(b);
 }
 
