@@ -170,6 +170,11 @@ err "label smoothing with hinge refused" "label_smoothing" "$spin" train --model
 err "unknown loss" "sppo_hard" "$spin" train --model model --data dpo.jsonl --output x --loss dpo
 ok "SPPO loss on data without the columns refused" not "$spin" train --model model --data dpo.jsonl --output x --loss sppo --opponent=model
 
+# global options
+ok "--threads 1 --device cpu" "$spin" score config.yaml $BF16 --threads 1 --device cpu --output=cpu.jsonl
+err "--device: an absent device" "no device" "$spin" score config.yaml $BF16 --device=nosuch:7 --output=x.jsonl
+err "--threads: not a number" "--threads expects an integer" "$spin" train config.yaml --threads=many --dry-run
+
 # bad input names the file and line, or the key
 sed 's/^warmup_ratio: 0.1/warmup_rato: 0.1/' config.yaml >bad1.yaml
 err "unknown config key: file:line" "bad1.yaml:40: unknown key 'warmup_rato'" "$spin" train bad1.yaml --dry-run $BF16
