@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "models/safetensors.h"
 #include "train/checkpoint.h"
+#include "train/dist_train.h"
 #include "train/pref_step.h"
 
 spin_train_config spin_train_defaults(void) {
@@ -202,7 +203,7 @@ static spin_status trim_metrics(const char *path, int64_t step) {
 
 /* ---- trainer_state.json ---- */
 static char *state_json(const spin_train_config *c, const spin_train_data *d, const position *p,
-                        int64_t total, int64_t warmup, int64_t optim_steps) {
+                        int64_t total, int64_t warmup, int64_t optim_steps, int world) {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "global_step", json_object_new_int64(p->global_step));
     json_object_object_add(o, "epoch", json_object_new_int64(p->epoch));
@@ -217,6 +218,7 @@ static char *state_json(const spin_train_config *c, const spin_train_data *d, co
     json_object_object_add(o, "num_examples", json_object_new_int64(d->n));
     json_object_object_add(o, "per_device_train_batch_size",
                            json_object_new_int64(c->per_device_train_batch_size));
+    json_object_object_add(o, "world_size", json_object_new_int64(world));
     json_object_object_add(o, "gradient_accumulation_steps",
                            json_object_new_int64(c->gradient_accumulation_steps));
     json_object_object_add(o, "learning_rate", json_object_new_double(c->learning_rate));
@@ -237,7 +239,7 @@ static int64_t jint(json_object *o, const char *k, bool *ok) {
 }
 
 static spin_status parse_state(const char *ckpt, const char *text, const spin_train_config *c,
-                               const spin_train_data *d, position *p, int64_t *optim_steps) {
+                               const spin_train_data *d, position *p, int64_t *optim_steps, int world) {
     json_object *o = json_tokener_parse(text);
     if (!o)
         return spin_fail(SPIN_ERR_INVALID, "%s/trainer_state.json: not JSON", ckpt);
@@ -253,11 +255,23 @@ static spin_status parse_state(const char *ckpt, const char *text, const spin_tr
         int64_t want;
     } same[] = {{"seed", (int64_t)c->seed},
                 {"num_examples", d->n},
-                {"per_device_train_batch_size", c->per_device_train_batch_size},
                 {"gradient_accumulation_steps", c->gradient_accumulation_steps}};
     spin_status s = SPIN_OK;
     if (!ok)
         s = spin_fail(SPIN_ERR_INVALID, "%s/trainer_state.json: a position field is missing", ckpt);
+    /* the global batch must stay; the number of ranks may change (checkpoints before data
+     * parallelism were of one process) */
+    bool has_world = true;
+    int64_t ck_world = jint(o, "world_size", &has_world), ck_b = jint(o, "per_device_train_batch_size", &ok);
+    if (!has_world)
+        ck_world = 1;
+    if (s == SPIN_OK && (!ok || ck_b * ck_world != c->per_device_train_batch_size * world))
+        s = spin_fail(SPIN_ERR_INVALID,
+                      "%s/trainer_state.json: cannot resume: the global batch (per_device_train_batch_size x "
+                      "ranks) was %lld x %lld, this run has %lld x %d (start a new output_dir or restore the "
+                      "setting)",
+                      ckpt, (long long)ck_b, (long long)ck_world, (long long)c->per_device_train_batch_size,
+                      world);
     for (size_t i = 0; s == SPIN_OK && i < sizeof same / sizeof same[0]; i++) {
         int64_t have = jint(o, same[i].key, &ok);
         if (!ok || have != same[i].want)
@@ -298,24 +312,26 @@ static spin_status optim_state(spin_optim *o, state_list *l) {
 
 static spin_status save_checkpoint(const spin_train_config *c, const spin_train_data *d, spin_optim *o,
                                    const state_list *sl, const position *p, int64_t total, int64_t warmup,
-                                   spin_train_result *res) {
+                                   spin_train_result *res, spin_dist *dt) {
     if (!c->output_dir)
         return SPIN_OK;
-    char *js = state_json(c, d, p, total, warmup, spin_optim_steps(o));
+    char *js = state_json(c, d, p, total, warmup, spin_optim_steps(o), spin_dist_size(dt));
     if (!js)
         return spin_fail(SPIN_ERR_OOM, "out of host memory");
     char *path = NULL;
     spin_named_tensors st = {sl->n, sl->names, sl->tensors};
-    spin_status s = spin_ckpt_save(c->output_dir, p->global_step, d->policy, st, js, true, &path);
+    /* data parallel: rank 0 writes the gathered state */
+    spin_status s = dt ? spin_dist_ckpt_save(dt, c->output_dir, p->global_step, d->policy, js, &path)
+                       : spin_ckpt_save(c->output_dir, p->global_step, d->policy, st, js, true, &path);
     free(js);
     if (s == SPIN_OK) {
         snprintf(res->last_checkpoint, sizeof res->last_checkpoint, "%s", path);
         spin_log_msg(SPIN_LOG_INFO, "checkpoint %s", path);
-        if (c->save_total_limit > 0)
+        if (c->save_total_limit > 0 && spin_dist_rank(dt) == 0)
             s = spin_ckpt_prune(c->output_dir, c->save_total_limit);
     }
     free(path);
-    return s;
+    return spin_dist_agree(dt, s, NULL);
 }
 
 /* ---- the progress line ---- */
@@ -333,13 +349,24 @@ typedef struct {
     int64_t *perm;
     float *buf; /* gathered per-example host columns: 5 x batch */
     const spin_pref_tokens **rows;
+    spin_dist *dt; /* data parallel, or NULL */
 } loop_ctx;
 
-/* One micro-batch: collate examples perm[i0 .. i0+b), forward, backward. */
+/* One micro-batch: collate examples perm[i0 .. i0+b), forward, backward (data parallel: this
+ * rank's slice of them). */
 static spin_status micro_batch(loop_ctx *L, int64_t i0, int64_t b, spin_pref_metrics *m, bool *finite) {
     const spin_train_config *c = L->c;
     const spin_train_data *d = L->d;
-    int64_t B = c->per_device_train_batch_size;
+    int64_t B = c->per_device_train_batch_size, lo = 0;
+    float scale = 1.0f / (float)c->gradient_accumulation_steps;
+    if (L->dt) {
+        spin_dist_slice(L->dt, b, c->gradient_accumulation_steps, &lo, &b, &scale);
+        i0 += lo;
+        memset(m, 0, sizeof *m);
+        *finite = true;
+        if (b == 0)
+            return SPIN_OK;
+    }
     float *rc = L->buf, *rr = L->buf + B, *pc = L->buf + 2 * B, *pw = L->buf + 3 * B, *pl = L->buf + 4 * B;
     for (int64_t j = 0; j < b; j++) {
         int64_t e = L->perm[i0 + j];
@@ -360,8 +387,7 @@ static spin_status micro_batch(loop_ctx *L, int64_t i0, int64_t b, spin_pref_met
     spin_status s;
     spin_scope_begin();
     spin_tensor *loss = NULL;
-    s = spin_pref_forward(d->policy, &ref, &probs, &cb, &c->loss, c->average_logprob,
-                          1.0f / (float)c->gradient_accumulation_steps, &loss, m);
+    s = spin_pref_forward(d->policy, &ref, &probs, &cb, &c->loss, c->average_logprob, scale, &loss, m);
     *finite = s == SPIN_OK && isfinite(m->loss);
     if (s == SPIN_OK && *finite)
         s = spin_backward(loss);
@@ -385,28 +411,38 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
         SPIN_TRY(spin_llama_set_dtype(d->reference, c->precision));
     bool kept_recompute = d->policy->recompute;
     d->policy->recompute = c->gradient_checkpointing;
-    int64_t B = c->per_device_train_batch_size, A = c->gradient_accumulation_steps;
-    int64_t total = spin_sched_total_steps(c->num_train_epochs, d->n, B, 1, A, c->max_steps);
+    spin_dist *dt = NULL;
+    if (c->comm)
+        SPIN_TRY(spin_dist_new(c->comm, c->zero_stage, &c->optim, d->policy, &dt));
+    int rank = spin_dist_rank(dt), world = spin_dist_size(dt);
+    /* B is per rank: a micro-batch of the loop is the global B x world examples */
+    int64_t B = c->per_device_train_batch_size, A = c->gradient_accumulation_steps, BG = B * world;
+    int64_t total = spin_sched_total_steps(c->num_train_epochs, d->n, B, world, A, c->max_steps);
     int64_t warmup = spin_sched_warmup_steps(c->warmup_ratio, c->warmup_steps, total);
     spin_schedule sched = {.kind = c->scheduler, .lr = c->learning_rate, .warmup = warmup, .total = total};
-    int64_t steps_in_epoch = (d->n + B - 1) / B;
+    int64_t steps_in_epoch = (d->n + BG - 1) / BG;
     res->total_steps = total;
 
     char metrics_buf[4096];
     const char *metrics = c->metrics_path;
-    if (!metrics && c->output_dir) {
-        if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST)
+    if (!metrics && c->output_dir && rank == 0) {
+        if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST) {
+            spin_dist_free(dt);
             return spin_fail(SPIN_ERR_IO, "%s: cannot create output directory: %s", c->output_dir,
                              strerror(errno));
+        }
         snprintf(metrics_buf, sizeof metrics_buf, "%s/metrics.jsonl", c->output_dir);
         metrics = metrics_buf;
     }
 
-    spin_optim *opt = spin_optim_new(&c->optim, d->policy->params, d->policy->n_params);
+    if (rank != 0)
+        metrics = NULL; /* rank 0 logs the combined metrics */
+    spin_optim *opt =
+        dt ? spin_dist_optim(dt) : spin_optim_new(&c->optim, d->policy->params, d->policy->n_params);
     if (!opt)
         return SPIN_ERR_INVALID;
     state_list sl = {0};
-    loop_ctx L = {.c = c, .d = d};
+    loop_ctx L = {.c = c, .d = d, .dt = dt};
     L.perm = malloc((size_t)d->n * sizeof *L.perm);
     L.buf = calloc((size_t)(5 * B), sizeof *L.buf);
     L.rows = malloc((size_t)B * sizeof *L.rows);
@@ -415,15 +451,16 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
 
     position p = {0};
     if (s == SPIN_OK && c->resume) {
-        char *ck = NULL;
-        s = spin_ckpt_latest(c->output_dir, &ck);
+        char *ck = NULL, *js = NULL;
+        spin_named_tensors st = {sl.n, sl.names, sl.tensors};
+        s = dt ? spin_dist_ckpt_resume(dt, c->output_dir, d->policy, &ck, &js)
+               : spin_ckpt_latest(c->output_dir, &ck);
         if (s == SPIN_OK && ck) {
-            char *js = NULL;
-            spin_named_tensors st = {sl.n, sl.names, sl.tensors};
-            s = spin_ckpt_load(ck, d->policy, st, &js);
+            if (!dt)
+                s = spin_ckpt_load(ck, d->policy, st, &js);
             int64_t osteps = 0;
             if (s == SPIN_OK)
-                s = parse_state(ck, js, c, d, &p, &osteps);
+                s = parse_state(ck, js, c, d, &p, &osteps, world);
             if (s == SPIN_OK) {
                 spin_optim_set_steps(opt, osteps);
                 spin_log_msg(SPIN_LOG_INFO, "resuming from %s (step %lld, epoch %lld)", ck,
@@ -432,8 +469,8 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
                 if (metrics)
                     s = trim_metrics(metrics, p.global_step);
             }
-            free(js);
         }
+        free(js);
         free(ck);
     } else if (s == SPIN_OK && metrics && c->output_dir) {
         struct stat sb;
@@ -441,6 +478,7 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
             s = spin_fail(SPIN_ERR_INVALID,
                           "%s exists: resume, or choose a new output_dir (nothing is overwritten)", metrics);
     }
+    s = spin_dist_agree(dt, s, NULL);
 
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
@@ -456,10 +494,11 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
     while (s == SPIN_OK && !stop && p.global_step < total) {
         shuffle(L.perm, d->n, c->shuffle, c->seed, p.epoch);
         for (; s == SPIN_OK && !stop && p.micro < steps_in_epoch && p.global_step < total; p.micro++) {
-            int64_t i0 = p.micro * B, b = d->n - i0 < B ? d->n - i0 : B;
+            int64_t i0 = p.micro * BG, b = d->n - i0 < BG ? d->n - i0 : BG;
             spin_pref_metrics m;
             bool finite = true;
             s = micro_batch(&L, i0, b, &m, &finite);
+            s = spin_dist_combine(dt, s, &m, &finite);
             if (s != SPIN_OK)
                 break;
             p.total_batched++;
@@ -480,7 +519,7 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
             double lr = spin_sched_lr(&sched, p.global_step);
             spin_optim_result r = {0, true};
             if (!poisoned)
-                s = spin_optim_step(opt, lr, &r);
+                s = dt ? spin_dist_step(dt, lr, &r) : spin_optim_step(opt, lr, &r);
             if (s == SPIN_OK && (poisoned || !r.finite)) {
                 if (c->nonfinite == SPIN_NONFINITE_STOP) {
                     s = spin_fail(SPIN_ERR_INVALID, "non-finite gradient at step %lld (epoch %lld)%s%s",
@@ -514,7 +553,7 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
                 double el = now_s() - w.t0;
                 s = write_metrics_line(metrics, c, &w, &p, epoch_f, lr,
                                        el > 0 ? (double)w.sum.tokens / el : 0);
-                if (c->progress && isatty(2))
+                if (c->progress && rank == 0 && isatty(2))
                     progress_line(&p, total, w.count ? w.sum.loss / (double)w.count : 0,
                                   el > 0 ? (double)w.sum.tokens / el : 0, now_s() - t_start,
                                   p.global_step - start_step);
@@ -522,6 +561,7 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
             }
             bool interrupted =
                 g_signal != 0 || (c->stop_after > 0 && p.global_step - start_step >= c->stop_after);
+            s = spin_dist_agree(dt, s, &interrupted); /* a signal on any rank stops every rank */
             bool epoch_end = p.micro + 1 == steps_in_epoch;
             bool save = (c->save_steps > 0 && p.global_step % c->save_steps == 0) || p.global_step == total ||
                         interrupted || (c->save_each_epoch && epoch_end);
@@ -532,7 +572,7 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
                     at.micro = 0;
                     at.epoch++;
                 }
-                s = save_checkpoint(c, d, opt, &sl, &at, total, warmup, res);
+                s = save_checkpoint(c, d, opt, &sl, &at, total, warmup, res, dt);
             }
             if (interrupted) {
                 res->interrupted = true;
@@ -550,7 +590,7 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
             p.micro = 0;
         }
     }
-    if (c->progress && isatty(2))
+    if (c->progress && rank == 0 && isatty(2))
         fputc('\n', stderr);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -559,7 +599,10 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
     free(L.perm);
     free(L.buf);
     free(L.rows);
-    spin_optim_free(opt);
+    if (dt)
+        spin_dist_free(dt); /* it owns opt */
+    else
+        spin_optim_free(opt);
     d->policy->recompute = kept_recompute;
     return s;
 }

@@ -9,6 +9,7 @@
 
 #include "models/llama.h"
 #include "train/collate.h"
+#include "train/comm.h"
 #include "train/optim.h"
 #include "train/pref_loss.h"
 #include "train/schedule.h"
@@ -47,6 +48,11 @@ typedef struct {
     bool progress;      /* a progress line on stderr when it is a terminal */
     bool spin_names;    /* metrics named real/generated (SPIN data) rather than chosen/rejected */
     int64_t stop_after; /* stop with a checkpoint after this many updates in this run (0: none) */
+    /* Data parallel (train/dist_train.h, docs/distributed.md): NULL trains in this process alone;
+     * otherwise every rank of comm runs spin_train_run with the same config and data, and
+     * per_device_train_batch_size is per rank (a global batch of size x that, as HF). */
+    spin_comm *comm;
+    int zero_stage; /* with comm: 0 (each rank keeps the whole optimizer) or 1 (ZeRO-1, sharded) */
 } spin_train_config;
 
 /* uclaml/SPIN's defaults: sigmoid loss, beta 0.1, summed log-probs, RMSProp, linear schedule with
