@@ -170,6 +170,14 @@ err "label smoothing with hinge refused" "label_smoothing" "$spin" train --model
 err "unknown loss" "sppo_hard" "$spin" train --model model --data dpo.jsonl --output x --loss dpo
 ok "SPPO loss on data without the columns refused" not "$spin" train --model model --data dpo.jsonl --output x --loss sppo --opponent=model
 
+# dataset_mixer: the prefix fraction of each dataset, concatenated
+for i in 1 2 3 4; do spin_row $i 9 "no"; done >extra.jsonl
+"$spin" train --model model --data=data:0.5,extra.jsonl --output mix --dry-run >mix.out 2>&1
+ok "mixer: int(0.5 x 16) + 4 rows" grep -q "data: 12 spin examples" mix.out
+ok "mixer: several datasets keep their scores in output_dir" grep -q "stored scores mix/opponent_scores.jsonl" mix.out
+err "mixer: SPIN and DPO data mixed" "dpo.jsonl:1: dpo data, but the rows before it are spin data" "$spin" train --model model --data=data,dpo.jsonl --output x --dry-run
+err "mixer: fraction above 1" "fraction of each dataset must be in [0, 1]" "$spin" train --model model --data=data:1.5 --output x --dry-run
+
 # global options
 ok "--threads 1 --device cpu" "$spin" score config.yaml $BF16 --threads 1 --device cpu --output=cpu.jsonl
 err "--device: an absent device" "no device" "$spin" score config.yaml $BF16 --device=nosuch:7 --output=x.jsonl
