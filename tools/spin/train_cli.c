@@ -591,6 +591,7 @@ typedef struct {
     const char *cmd;
     struct timespec t0;
     bool tty;
+    int64_t last_tenth;
 } progress_ctx;
 
 static double since(const struct timespec *t0) {
@@ -603,9 +604,14 @@ static void on_progress(void *ctx, int64_t done, int64_t total) {
     progress_ctx *p = ctx;
     double el = since(&p->t0);
     double eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
-    if (p->tty)
-        fprintf(stderr, "\rspin %s: scoring the opponent: %lld/%lld examples, %.1f/s, ETA %.0f s   ", p->cmd,
-                (long long)done, (long long)total, el > 0 ? (double)done / el : 0, eta);
+    /* a terminal gets one line rewritten in place; a log file a line at every tenth of the work */
+    int64_t tenth = done * 10 / (total > 0 ? total : 1);
+    if (!p->tty && (tenth == p->last_tenth || done == total))
+        return;
+    p->last_tenth = tenth;
+    fprintf(stderr, "%sspin %s: scoring the opponent: %lld/%lld examples, %.1f/s, ETA %.0f s%s",
+            p->tty ? "\r" : "", p->cmd, (long long)done, (long long)total, el > 0 ? (double)done / el : 0,
+            eta, p->tty ? "   " : "\n");
 }
 
 int train_cli_score(const char *cmd, spin_llama *opp, const train_cli_config *c, const train_rows *r,
