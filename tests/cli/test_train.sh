@@ -79,7 +79,7 @@ ok "dry run writes nothing" [ ! -e outputs ] && [ ! -e data/opponent_scores.json
 # spin score: the scores file beside the data, atomic, no silent overwrite
 "$spin" score config.yaml $BF16 >score.log 2>&1
 ok "score" [ $? = 0 ]
-ok "score: progress lines in a log" grep -q "scoring the opponent: 16/16 examples" score.log
+ok "score: progress lines in a log" grep -q "scoring the opponent: 8/16 examples" score.log
 ok "score: header with the fingerprint" grep -q '"spin_opponent_scores": 1, "rows": 16' data/opponent_scores.jsonl
 ok "score: one line per example" [ "$(wc -l <data/opponent_scores.jsonl)" = 17 ]
 ok "score: no temporary file left" [ -z "$(ls data | grep -v -e '^train_prefs' -e '^test_prefs' -e '^opponent_scores.jsonl$')" ]
