@@ -40,6 +40,25 @@ spin_install_opencl_deps() {
     $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Optional: MPI for multi-process training (-DSPIN_MPI=ON; Open MPI's headers, library and mpirun).
+# Called by test.sh's mpi phase only; returns 1 when they are missing and cannot be installed.
+spin_install_mpi_deps() {
+    local pkgs=(libopenmpi-dev openmpi-bin)
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || return 1
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 1
+        sudo="sudo"
+    fi
+    echo "spin: installing ${missing[*]}"
+    $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 # Optional: the ROCm backend's compile dependencies (Debian 12: HIP 5.2 with its clang, the HIP runtime
 # and headers, the AMD GPU device libraries; rocBLAS is not packaged and is loaded at run time).
 # Called by test.sh's rocm phase only; returns 1 when they are missing and cannot be installed. The

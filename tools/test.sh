@@ -139,6 +139,18 @@ if spin_install_opencl_deps; then
 else
     skip "opencl (PoCL)" "OpenCL packages (ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev) not installable"
 fi
+# Data parallel over MPI (docs/distributed.md): build-mpi with -DSPIN_MPI=ON, then the tests that
+# ctest registers only there (2 ranks under mpirun, one OpenMP thread each).
+mpi() {
+    cmake -S . -B build-mpi -DSPIN_MPI=ON -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
+        cmake --build build-mpi -j"$jobs" --target test_dist_train &&
+        (cd build-mpi && ctest --output-on-failure -R '^test_(dist_train|rank_killed)$')
+}
+if spin_install_mpi_deps; then
+    phase "mpi (2 ranks)" mpi
+else
+    skip "mpi (2 ranks)" "Open MPI (libopenmpi-dev openmpi-bin) not installable"
+fi
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
     phase "cuda compile (nvcc, cuBLAS)" gpu_compile cuda
 else

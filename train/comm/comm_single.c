@@ -53,11 +53,10 @@ static spin_status copy_piece(const char *what, spin_tensor *whole, spin_tensor 
     SPIN_TRY(spin_comm_check_tensor(what, part, need_f32));
     SPIN_TRY(spin_comm_check_pieces(what, whole, part, counts, 0, 1));
     spin_tensor *src = to_part ? whole : part, *dst = to_part ? part : whole;
+    spin_scope_begin();
     spin_tensor *s = spin_reshape(src, spin_tensor_ndim(dst), spin_tensor_shape(dst));
-    if (!s)
-        return SPIN_ERR_OOM;
-    spin_status st = spin_copy_into(dst, s);
-    spin_tensor_release(s);
+    spin_status st = s ? spin_copy_into(dst, s) : SPIN_ERR_OOM;
+    spin_scope_end();
     return st;
 }
 
