@@ -44,7 +44,7 @@ spin_row() { # spin_row A B GENERATED
     printf '{"real": [{"role": "user", "content": "sum %d %d"}, {"role": "assistant", "content": "it is %d."}], "generated": [{"role": "user", "content": "sum %d %d"}, {"role": "assistant", "content": "%s"}]}\n' \
         "$1" "$2" $(($1 + $2)) "$1" "$2" "$3"
 }
-for i in $(seq 0 15); do spin_row $((i % 7 + 1)) $(((i * 3) % 5 + 2)) "i do not know"; done >data/train_prefs-00000-of-00001.jsonl
+cp "$data"/cli/train/spin_16.jsonl data/train_prefs-00000-of-00001.jsonl
 printf '{"real": [{"role": "user", "content": "sum 1 1"}, {"role": "assistant", "content": "it is 2."}], "generated": [{"role": "user", "content": "sum 1 1"}, {"role": "assistant", "content": "no"}]}\n' >data/test_prefs-00000-of-00001.jsonl
 
 # --help lists the options with their defaults
@@ -88,6 +88,18 @@ err "score: existing file refused" "exists (--overwrite replaces it)" "$spin" sc
 ok "score: refused file untouched" [ "$(md5sum <data/opponent_scores.jsonl)" = "$before" ]
 ok "score --overwrite" "$spin" score config.yaml $BF16 --overwrite
 ok "score is deterministic" [ "$(md5sum <data/opponent_scores.jsonl)" = "$before" ]
+
+# the scores against transformers (tests/ref/make_cli_score_golden.py: uclaml/SPIN's templating and
+# collator, LlamaForCausalLM in f32). The scores file is in the mixer's shuffled order and the golden
+# in file order, so both are sorted by the real score; normalised error over all 32 values <= 1e-5.
+ok "score in f32" "$spin" score config.yaml --bf16=false --output=f32.jsonl
+sed -n '2,$p' f32.jsonl | sed 's/.*"chosen": \([^,]*\), "rejected": \([^}]*\)}.*/\1 \2/' | sort -g >ours.txt
+sort -g "$data"/cli/train/score_golden.txt >golden.txt
+ok "scores match transformers (16 rows)" [ "$(wc -l <ours.txt)" = 16 ]
+ok "scores match transformers: ||ours - golden|| / ||golden|| <= 1e-5" awk '
+    NR == FNR { g1[FNR] = $1; g2[FNR] = $2; next }
+    { d += ($1 - g1[FNR])^2 + ($2 - g2[FNR])^2; n += g1[FNR]^2 + g2[FNR]^2 }
+    END { printf "normalised error %.3g\n", sqrt(d / n); exit !(sqrt(d / n) <= 1e-5) }' golden.txt ours.txt
 
 # spin train on the stored scores: metrics schema, the SPIN loss raises the margins
 T="--learning_rate=1e-3 --logging_steps=1"
@@ -215,7 +227,7 @@ err "model directory without config.json" "m2/config.json: cannot open" "$spin" 
 err "missing dataset" "nowhere: No such file or directory" "$spin" train --model model --data nowhere --output x --dry-run
 err "dataset directory without a train split" "has no train_x split" "$spin" train --model model --data b --output x --dry-run --dataset_splits=train_x
 # stale scores: a changed row no longer matches its stored hash
-sed -i '5s/i do not know/i do know/' data/train_prefs-00000-of-00001.jsonl
+sed -i '5s/it is/it was/' data/train_prefs-00000-of-00001.jsonl
 err "stale scores refused" "train_prefs-00000-of-00001.jsonl:5)" "$spin" train config.yaml $BF16 $T --output_dir=stale
 ok "stale scores: nothing trained" [ ! -e stale/metrics.jsonl ]
 err "stale scores: different max_length" "max_length" "$spin" train config.yaml $BF16 $T --output_dir=stale --max_length=512
