@@ -143,8 +143,8 @@ fi
 # ctest registers only there (2 ranks under mpirun, one OpenMP thread each).
 mpi() {
     cmake -S . -B build-mpi -DSPIN_MPI=ON -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
-        cmake --build build-mpi -j"$jobs" --target test_dist_train &&
-        (cd build-mpi && ctest --output-on-failure -R '^test_(dist_train|rank_killed)$')
+        cmake --build build-mpi -j"$jobs" --target test_dist_train test_comm &&
+        (cd build-mpi && ctest --output-on-failure -R '^test_(dist_train|rank_killed|comm)$')
 }
 if spin_install_mpi_deps; then
     phase "mpi (2 ranks)" mpi
