@@ -256,6 +256,15 @@ int cmd_eval(int argc, char **argv) {
             break;
         }
         kind = d.kind;
+        if (kind == SPIN_DATA_SPIN) { /* an empty answer (generation not run) is templated into "</s>\n" */
+            jl_rows chk = {0};
+            rc = jl_read_file("eval", files[f], true, true, &chk);
+            jl_rows_free(&chk);
+            if (rc) {
+                spin_pref_data_free(&d);
+                break;
+            }
+        }
         int64_t *line = row_lines(files[f], d.n);
         spin_pref_tokens *nr = realloc(rows, (size_t)(cap_rows = n + d.n) * sizeof *nr);
         if (!line || !nr) {

@@ -14,7 +14,8 @@
 static void help(FILE *f) {
     fprintf(
         f,
-        "usage: spin reformat --input FILE [--output-dir DIR] [--test-fraction F] [--seed S] [--overwrite]\n"
+        "usage: spin reformat --input FILE [--output-dir DIR] [--test-fraction F] [--seed S]\n"
+        "                     [--max-records N] [--overwrite]\n"
         "\n"
         "Turns SFT records into uclaml/SPIN's rows (spin/reformat.py), one JSON object per line:\n"
         "  {\"real\": [user, assistant], \"generated\": [user, {\"role\": \"assistant\", \"content\": "
@@ -247,7 +248,7 @@ static char *slurp(const char *path, size_t *len) {
     return b;
 }
 
-static int read_input(const char *path, pairs *ps) {
+static int read_input(const char *path, long max_records, pairs *ps) {
     size_t len = 0;
     char *buf = slurp(path, &len);
     if (!buf) {
@@ -270,14 +271,14 @@ static int read_input(const char *path, pairs *ps) {
             rc = 1;
         }
         size_t n = rc ? 0 : json_object_array_length(v);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
+        for (size_t i = 0; rc == 0 && i < n && ps->n != max_records; i++) {
             where w = {path, 0, (long)i};
             rc = push(ps, &w, json_object_array_get_idx(v, i));
         }
         json_object_put(v);
     } else { /* JSON lines */
         long line = 0;
-        for (char *p = buf; rc == 0 && p < buf + len;) {
+        for (char *p = buf; rc == 0 && p < buf + len && ps->n != max_records;) {
             char *nl = memchr(p, '\n', (size_t)(buf + len - p));
             size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
             line++;
@@ -332,7 +333,7 @@ static const char train_name[] = "train_prefs-00000-of-00001.jsonl",
 int cmd_reformat(int argc, char **argv) {
     const char *input = NULL, *out_dir = "reformatted";
     double test_fraction = 0.1;
-    long long seed = 42;
+    long long seed = 42, max_records = -1;
     bool overwrite = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -351,6 +352,13 @@ int cmd_reformat(int argc, char **argv) {
             if (end == argv[i] || *end || !(test_fraction >= 0 && test_fraction < 1)) {
                 fprintf(stderr, "spin reformat: --test-fraction expects a number in [0, 1) (got '%s')\n",
                         argv[i]);
+                return 2;
+            }
+        } else if (i + 1 < argc && !strcmp(a, "--max-records")) {
+            errno = 0;
+            max_records = strtoll(argv[++i], &end, 10);
+            if (errno || end == argv[i] || *end || max_records < 1) {
+                fprintf(stderr, "spin reformat: --max-records expects an integer >= 1 (got '%s')\n", argv[i]);
                 return 2;
             }
         } else if (i + 1 < argc && !strcmp(a, "--seed")) {
@@ -372,7 +380,7 @@ int cmd_reformat(int argc, char **argv) {
         return 2;
     }
     pairs ps = {0};
-    int rc = read_input(input, &ps);
+    int rc = read_input(input, (long)max_records, &ps);
     int64_t *perm = NULL;
     bool *is_test = NULL;
     if (rc == 0) {

@@ -11,5 +11,9 @@ int cmd_chat(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_reformat(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

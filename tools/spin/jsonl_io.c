@@ -212,6 +212,8 @@ int jl_split_files(const char *cmd, const char *path, const char *split, char **
         if (strncmp(nm, split, sl) != 0 || !(nm[sl] == '.' || nm[sl] == '_' || nm[sl] == '-') || k < 6 ||
             strcmp(nm + k - 6, ".jsonl") != 0)
             continue;
+        if (k > 22 && !strcmp(nm + k - 22, ".opponent_scores.jsonl"))
+            continue; /* `spin train` keeps a file's opponent scores beside it */
         char **nn = realloc(names_, (size_t)(n + 1) * sizeof *nn);
         if (!nn || !(nn[n] = jl_join(path, nm))) {
             names_ = nn ? nn : names_;

@@ -15,6 +15,10 @@ static void usage(FILE *f) {
                "  complete   batched generation: prompts in, completions out (JSON lines)\n"
                "  chat       interactive conversation with a model through its chat template\n"
                "  plot       PNG/SVG charts of a training run's metrics.jsonl\n"
+               "  reformat   SFT data (messages, ShareGPT, Alpaca) -> SPIN rows, train/test split\n"
+               "  generate   the current model answers every prompt of a split (loser_<k>.jsonl shards)\n"
+               "  convert    gather generated shards into train_prefs/test_prefs files\n"
+               "  eval       log-probs, reward accuracy and margin against the opponent, lengths\n"
                "  score      score the opponent once over the training rows (SPIN mode b)\n"
                "  train      fine-tune with SPIN/DPO/SPPO losses from uclaml/SPIN's YAML config\n"
                "\n"
@@ -57,6 +61,14 @@ int main(int argc, char **argv) {
         return cmd_score(argc - 1, argv + 1);
     if (!strcmp(cmd, "train"))
         return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "reformat"))
+        return cmd_reformat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate"))
+        return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert"))
+        return cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
