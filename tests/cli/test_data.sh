@@ -62,6 +62,9 @@ ok "reformat: ShareGPT row" grep -qxF '{"real":[{"role":"user","content":"q1"},{
 ok "reformat: messages row" grep -qxF '{"real":[{"role":"user","content":"q3"},{"role":"assistant","content":"a3"}],"generated":[{"role":"user","content":"q3"},{"role":"assistant","content":""}]}' o6/train_prefs-00000-of-00001.jsonl
 ok "reformat: test fraction 0 -> empty test file" [ ! -s o6/test_prefs-00000-of-00001.jsonl ]
 err "reformat: never overwrites" "exists (--overwrite replaces it)" "$spin" reformat --input mixed.jsonl --output-dir o6
+ok "reformat: --test_input (underscores as uclaml/SPIN's scripts)" "$spin" reformat --input mixed.jsonl --test_input mixed.jsonl --output_dir o7
+ok "reformat: --test-input gives the test split" cmp o7/train_prefs-00000-of-00001.jsonl o7/test_prefs-00000-of-00001.jsonl
+ok "reformat: --test-input, train split whole" [ "$(wc -l <o7/train_prefs-00000-of-00001.jsonl)" = 2 ]
 printf '{"real": [{"role": "user", "content": "q"}], "generated": []}\n' >short.jsonl
 err "generate: real with one message" "short.jsonl:1: \"real\" must be a list of at least 2 messages" \
     "$spin" generate --model model --input short.jsonl --output-dir g0
@@ -101,7 +104,7 @@ users $te >u_test.txt
 ok "reformat: train and test hold the 24 records once" [ "$(sort -u u_train.txt u_test.txt | wc -l)" = 24 ]
 
 # ---- generate: shards 0 and 1 of 9 rows of the train split; shard 0 killed after its first batch ----
-G="--model model --input ref --output-dir gen --batch-size 4 --frac-len 9 --max-length 2048 --ignore-eos --max-new-tokens 16"
+G="--model model --input_dir ref --output_dir gen --batch_size 4 --frac_len 9 --max-length 2048 --ignore-eos --max-new-tokens 16"
 SPIN_GENERATE_TEST_STOP_AFTER=1 "$spin" generate $G --data-frac 0 >kill.log 2>&1 &
 pid=$!
 st=

@@ -177,6 +177,7 @@ int cmd_convert(int argc, char **argv) {
     const char *in_dir = "generated", *out_dir = "synthetic";
     long long num_fracs = 0;
     bool all_test = false, allow_dups = false, overwrite = false;
+    jl_dash_options(argc, argv);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

@@ -156,7 +156,9 @@ int cmd_eval(int argc, char **argv) {
     double beta = 0.1;
     int64_t max_length = 1024, max_prompt = 512, batch = 8, cap = 256;
     int rc = 0;
+    jl_dash_options(argc, argv);
     for (int i = 1; i < argc && rc == 0; i++) {
+
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help(stdout);

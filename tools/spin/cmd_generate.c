@@ -45,7 +45,7 @@ static void help(FILE *f) {
         "options:\n"
         "  --model DIR          model directory (config.json, safetensors weights, tokenizer) (required)\n"
         "  --tokenizer PATH     tokenizer.json or its directory (default: the model directory)\n"
-        "  --input PATH         the data: a JSONL file, or a directory with <split>.jsonl,\n"
+        "  --input PATH         (or --input-dir) the data: a JSONL file, or a directory with <split>.jsonl,\n"
         "                       <split>_*.jsonl or <split>-*.jsonl files (`spin reformat` output) "
         "(required)\n"
         "  --output-dir DIR     where the shard goes (default generated)\n"
@@ -63,7 +63,8 @@ static void help(FILE *f) {
         "  --overwrite          start the shard over (default: resume; different options are an error)\n"
         "%s"
         "  --help, -h           this help\n"
-        "Defaults differ from `spin complete` where uclaml/SPIN's differ: --batch-size 16.\n",
+        "Defaults differ from `spin complete` where uclaml/SPIN's differ: --batch-size 16. Option names\n"
+        "may be spelt with underscores as generate.py's (--frac_len, --data_frac, --output_dir).\n",
         gen_cli_options_help);
 }
 
@@ -317,7 +318,9 @@ int cmd_generate(int argc, char **argv) {
     spin_gen_opts o = spin_gen_opts_default();
     o.batch_size = 16; /* generate.py's --batch_size */
     int rc = 0;
+    jl_dash_options(argc, argv);
     for (int i = 1; i < argc && rc == 0; i++) {
+
         const char *a = argv[i];
         int r = gen_cli_option("generate", argc, argv, &i, &o);
         if (r < 0)
@@ -340,7 +343,7 @@ int cmd_generate(int argc, char **argv) {
             tokenizer = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--template")) {
             tpl = argv[++i];
-        } else if (i + 1 < argc && !strcmp(a, "--input")) {
+        } else if (i + 1 < argc && (!strcmp(a, "--input") || !strcmp(a, "--input-dir"))) {
             input = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--output-dir")) {
             out_dir = argv[++i];

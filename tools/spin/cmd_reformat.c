@@ -15,7 +15,7 @@ static void help(FILE *f) {
     fprintf(
         f,
         "usage: spin reformat --input FILE [--output-dir DIR] [--test-fraction F] [--seed S]\n"
-        "                     [--max-records N] [--overwrite]\n"
+        "                     [--test-input FILE] [--max-records N] [--overwrite]\n"
         "\n"
         "Turns SFT records into uclaml/SPIN's rows (spin/reformat.py), one JSON object per line:\n"
         "  {\"real\": [user, assistant], \"generated\": [user, {\"role\": \"assistant\", \"content\": "
@@ -39,8 +39,12 @@ static void help(FILE *f) {
         "                       (datasets' train_test_split rounding) (default 0.1)\n"
         "  --seed S             seed of the split's permutation (default 42); both files keep the\n"
         "                       input order\n"
+        "  --test-input FILE    the test split's records (ultrachat_200k's test_sft); --input is then\n"
+        "                       the train split and nothing is split off it (default: none)\n"
+        "  --max-records N      use only the first N records of each input (default: all)\n"
         "  --overwrite          replace existing output files (default: an existing file is an error)\n"
-        "  --help, -h           this help\n");
+        "  --help, -h           this help\n"
+        "Option names may also be spelt with underscores (--output_dir).\n");
 }
 
 typedef struct {
@@ -249,6 +253,7 @@ static char *slurp(const char *path, size_t *len) {
 }
 
 static int read_input(const char *path, long max_records, pairs *ps) {
+    long start = ps->n;
     size_t len = 0;
     char *buf = slurp(path, &len);
     if (!buf) {
@@ -271,14 +276,14 @@ static int read_input(const char *path, long max_records, pairs *ps) {
             rc = 1;
         }
         size_t n = rc ? 0 : json_object_array_length(v);
-        for (size_t i = 0; rc == 0 && i < n && ps->n != max_records; i++) {
+        for (size_t i = 0; rc == 0 && i < n && ps->n - start != max_records; i++) {
             where w = {path, 0, (long)i};
             rc = push(ps, &w, json_object_array_get_idx(v, i));
         }
         json_object_put(v);
     } else { /* JSON lines */
         long line = 0;
-        for (char *p = buf; rc == 0 && p < buf + len && ps->n != max_records;) {
+        for (char *p = buf; rc == 0 && p < buf + len && ps->n - start != max_records;) {
             char *nl = memchr(p, '\n', (size_t)(buf + len - p));
             size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
             line++;
@@ -292,7 +297,7 @@ static int read_input(const char *path, long max_records, pairs *ps) {
         }
     }
     free(buf);
-    if (rc == 0 && ps->n == 0) {
+    if (rc == 0 && ps->n == start) {
         fprintf(stderr, "spin reformat: %s: no records\n", path);
         rc = 1;
     }
@@ -331,10 +336,11 @@ static const char train_name[] = "train_prefs-00000-of-00001.jsonl",
                   test_name[] = "test_prefs-00000-of-00001.jsonl";
 
 int cmd_reformat(int argc, char **argv) {
-    const char *input = NULL, *out_dir = "reformatted";
+    const char *input = NULL, *test_input = NULL, *out_dir = "reformatted";
     double test_fraction = 0.1;
     long long seed = 42, max_records = -1;
     bool overwrite = false;
+    jl_dash_options(argc, argv);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         char *end = NULL;
@@ -345,6 +351,8 @@ int cmd_reformat(int argc, char **argv) {
             overwrite = true;
         } else if (i + 1 < argc && !strcmp(a, "--input")) {
             input = argv[++i];
+        } else if (i + 1 < argc && !strcmp(a, "--test-input")) {
+            test_input = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--output-dir")) {
             out_dir = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--test-fraction")) {
@@ -381,6 +389,9 @@ int cmd_reformat(int argc, char **argv) {
     }
     pairs ps = {0};
     int rc = read_input(input, (long)max_records, &ps);
+    long n_main = ps.n;
+    if (rc == 0 && test_input)
+        rc = read_input(test_input, (long)max_records, &ps);
     int64_t *perm = NULL;
     bool *is_test = NULL;
     if (rc == 0) {
@@ -393,10 +404,12 @@ int cmd_reformat(int argc, char **argv) {
     }
     long n_train = 0, n_test = 0;
     if (rc == 0) {
-        long k = (long)ceil(test_fraction * (double)ps.n - 1e-9);
-        jl_permutation((uint64_t)seed, ps.n, perm);
+        long k = test_input ? 0 : (long)ceil(test_fraction * (double)n_main - 1e-9);
+        jl_permutation((uint64_t)seed, n_main, perm);
         for (long i = 0; i < k; i++)
             is_test[perm[i]] = true;
+        for (long i = n_main; i < ps.n; i++)
+            is_test[i] = true; /* --test-input */
         rc = jl_mkdir("reformat", out_dir);
     }
     if (rc == 0 && !overwrite) { /* refuse before writing either file */
@@ -414,8 +427,9 @@ int cmd_reformat(int argc, char **argv) {
     if (rc == 0)
         rc = write_split(out_dir, test_name, &ps, is_test, true, overwrite, &n_test);
     if (rc == 0)
-        printf("spin reformat: %ld records from %s -> %s/%s (%ld), %s/%s (%ld)\n", ps.n, input, out_dir,
-               train_name, n_train, out_dir, test_name, n_test);
+        printf("spin reformat: %ld records from %s%s%s -> %s/%s (%ld), %s/%s (%ld)\n", ps.n, input,
+               test_input ? " and " : "", test_input ? test_input : "", out_dir, train_name, n_train, out_dir,
+               test_name, n_test);
     for (long i = 0; i < ps.n; i++) {
         free(ps.p[i].user);
         free(ps.p[i].assistant);

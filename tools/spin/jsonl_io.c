@@ -363,3 +363,13 @@ int jl_mkdir(const char *cmd, const char *dir) {
     }
     return 0;
 }
+
+void jl_dash_options(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strncmp(argv[i], "--", 2) != 0 || !strcmp(argv[i - 1], "--stop"))
+            continue;
+        for (char *c = argv[i] + 2; *c && *c != '='; c++)
+            if (*c == '_')
+                *c = '-';
+    }
+}

@@ -67,6 +67,10 @@ FILE *jl_begin(const char *cmd, const char *path, bool overwrite, char **tmp);
  * unlink, which fails if path appeared meanwhile). Returns 0, or 1 after printing (tmp removed). */
 int jl_commit(const char *cmd, FILE *f, char *tmp, const char *path, bool overwrite);
 
+/* uclaml/SPIN's scripts spell options with underscores (--frac_len, --output_dir): rewrites the
+ * option names of argv (words starting with "--", except the value after --stop) with dashes. */
+void jl_dash_options(int argc, char **argv);
+
 /* Makes the directory (one level) when it does not exist. Returns 0 or 1 after printing. */
 int jl_mkdir(const char *cmd, const char *dir);
 
