@@ -114,6 +114,8 @@ for _ in $(seq 400); do
     sleep 0.05
 done
 ok "generate: stopped after the first batch landed" [ "${st:0:1}" = T ]
+err "generate: a second run on a shard being written" "gen/loser_0.jsonl is being written by another process" \
+    "$spin" generate $G --data-frac 0
 { kill -KILL $pid && wait $pid; } 2>/dev/null
 ok "generate: killed with the first batch (4 rows) on disk" [ "$(wc -l <gen/loser_0.jsonl)" = 4 ]
 printf '{"real": [{"role": "us' >>gen/loser_0.jsonl # a write torn by the kill

@@ -480,19 +480,37 @@ int cmd_generate(int argc, char **argv) {
     bool exists = path && access(path, F_OK) == 0;
     if (rc == 0 && exists && !overwrite)
         rc = same_options(side, want, path);
-    if (rc == 0)
-        rc = write_sidecar(side, want);
     int fd = -1;
     if (rc == 0) {
-        fd = open(path, O_RDWR | O_CREAT | (overwrite ? O_TRUNC : 0), 0666);
+        fd = open(path, O_RDWR | O_CREAT, 0666);
         if (fd < 0) {
             fprintf(stderr, "spin generate: cannot open %s: %s\n", path, strerror(errno));
             rc = 1;
         }
     }
+    /* one writer per shard: a second run on it would interleave rows */
+    struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (rc == 0 && fcntl(fd, F_SETLK, &lk) != 0) {
+        fprintf(stderr, "spin generate: %s is being written by another process (%s)\n", path,
+                strerror(errno));
+        rc = 1;
+    }
+    if (rc == 0 && overwrite && ftruncate(fd, 0) != 0) {
+        fprintf(stderr, "spin generate: cannot truncate %s: %s\n", path, strerror(errno));
+        rc = 1;
+    }
+    if (rc == 0)
+        rc = write_sidecar(side, want);
     int64_t done = 0;
     if (rc == 0)
         rc = resume_scan(fd, path, it, n, &done);
+    /* closing the scan's stream dropped the lock (POSIX drops a process's record locks on a file
+     * at any close of it): take it again for the writes */
+    if (rc == 0 && fcntl(fd, F_SETLK, &lk) != 0) {
+        fprintf(stderr, "spin generate: %s is being written by another process (%s)\n", path,
+                strerror(errno));
+        rc = 1;
+    }
     run_state s = {.fd = fd,
                    .path = path,
                    .eos = g.eos,
