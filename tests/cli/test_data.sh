@@ -136,6 +136,10 @@ err "generate: other options over an existing shard" "was generated with tempera
 err "generate: shard past the end" "shard 2 of 9 rows each is empty: the train split has 18 rows" "$spin" generate $G --data-frac 2
 ok "generate: the test split" "$spin" generate $G --frac-len 0 --split test
 ok "generate: loser_0_test.jsonl has the 6 test rows" [ "$(users gen/loser_0_test.jsonl)" = "$(cat u_test.txt)" ]
+ok "generate: prompts as uclaml/SPIN's (options file)" grep -q '"prompt":"instruction"' gen/loser_0_test.options.json
+ok "generate: --chat-template" "$spin" generate $G --frac-len 0 --split test --chat-template --output-dir genchat
+ok "generate: --chat-template recorded" grep -q '"prompt":"zephyr"' genchat/loser_0_test.options.json
+ok "generate: --chat-template changes the answers" bash -c "! cmp -s gen/loser_0_test.jsonl genchat/loser_0_test.jsonl"
 ok "generate: --overwrite starts over" "$spin" generate $G --data-frac 1 --overwrite --seed 5 --temperature 1
 ok "generate: overwritten shard has 9 rows" [ "$(wc -l <gen/loser_1.jsonl)" = 9 ]
 
