@@ -189,6 +189,10 @@ for i in 1 2 3 4; do spin_row $i 9 "no"; done >extra.jsonl
 "$spin" train --model model --data=data:0.5,extra.jsonl --output mix --dry-run >mix.out 2>&1
 ok "mixer: int(0.5 x 16) + 4 rows" grep -q "data: 12 spin examples" mix.out
 ok "mixer: several datasets keep their scores in output_dir" grep -q "stored scores mix/opponent_scores.jsonl" mix.out
+# a scores file beside train.jsonl (spin score's default) is not read as more train data
+mkdir sc && cp extra.jsonl sc/train.jsonl && printf '{"not": "data"}\n' >sc/train.opponent_scores.jsonl
+"$spin" train --model model --data=sc --output scx --dry-run >sc.out 2>&1
+ok "a directory's train.opponent_scores.jsonl is not data" grep -q "data: 4 spin examples" sc.out
 err "mixer: SPIN and DPO data mixed" "dpo.jsonl:1: dpo data, but the rows before it are spin data" "$spin" train --model model --data=data,dpo.jsonl --output x --dry-run
 err "mixer: fraction above 1" "fraction of each dataset must be in [0, 1]" "$spin" train --model model --data=data:1.5 --output x --dry-run
 

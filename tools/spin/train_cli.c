@@ -231,6 +231,9 @@ static int split_files(const char *cmd, const char *path, const char *split, con
             parquet = true;
         if (n < 6 || strcmp(nm + n - 6, ".jsonl"))
             continue;
+        /* train.opponent_scores.jsonl (spin score's default beside train.jsonl) is not data */
+        if (n > 22 && !strcmp(nm + n - 22, ".opponent_scores.jsonl"))
+            continue;
         char **l = realloc(*out, (size_t)(*n_out + 1) * sizeof *l);
         size_t pl = strlen(path) + n + 2;
         char *full = malloc(pl);
