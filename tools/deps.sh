@@ -79,3 +79,15 @@ spin_install_rocm_deps() {
     echo "spin: installing ${missing[*]}"
     $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# Optional: a Python with pyarrow for the parquet converter's test (tools/spin_parquet_to_jsonl.py),
+# in a venv under the cache from PyPI. Prints the interpreter's path; prints nothing (and the test
+# is SKIPPED with its reason) when venv or PyPI is unavailable.
+spin_pyarrow_python() {
+    local venv=${SPIN_CACHE:-$HOME/.cache/spin}/pyarrow-venv
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import pyarrow" 2>/dev/null; then
+        python3 -m venv "$venv" >/dev/null 2>&1 &&
+            "$venv/bin/pip" install -q --disable-pip-version-check pyarrow >/dev/null 2>&1 || return 0
+    fi
+    echo "$venv/bin/python"
+}

@@ -25,7 +25,8 @@ skip() { names+=("$1"); results+=("SKIPPED: $2"); times+=("-"); }
 cpu_build() {
     cmake -S . -B build -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$jobs"
 }
-cpu_tests() { (cd build && ctest --output-on-failure); }
+# the parquet converter's test needs pyarrow: a venv from PyPI (SKIPPED with the reason without one)
+cpu_tests() { (cd build && SPIN_PYTHON=$(spin_pyarrow_python) ctest --output-on-failure); }
 asan() {
     cmake -S . -B build-asan -DSPIN_WERROR=ON -DSPIN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
         cmake --build build-asan -j"$jobs" &&
