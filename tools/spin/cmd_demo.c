@@ -1,172 +1,409 @@
-/* spin demo: trains a small character-level transformer on a text with the tensor library and
- * shows a greedy continuation. It becomes the SPIN demo when the pipeline lands. */
+/* spin demo: the whole SPIN pipeline on a task small enough for two CPU cores. The program makes
+ * everything itself (no downloads): a tiny Llama with a byte-level tokenizer and the zephyr chat
+ * template, and a string task (reverse a short string of letters). It reformats the task into SPIN
+ * rows (spin reformat), under-trains the model on the train split (spin train --loss sft), runs
+ * two SPIN iterations on the same prompts (spin iterate), and, as a control, continues the SFT run
+ * for as many updates as SPIN made. Every model is then measured on the held-out prompts: exact
+ * match of its greedy answers, the mean log-prob of the ground truth, and the SPIN reward accuracy
+ * against the SFT model. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
 #include <math.h>
+#include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
-#include "backends/backends.h"
-#include "core/rng.h"
-#include "models/tiny_lm.h"
-#include "train/sgd.h"
 #include "tools/spin/commands.h"
+#include "tools/spin/demo_model.h"
+#include "tools/spin/iterate_summary.h"
+#include "tools/spin/jsonl_io.h"
 
-static const char builtin_text[] =
-    "Self-play fine-tuning starts from a supervised model and lets it play against itself. "
-    "In each iteration the current model writes an answer for every prompt of the training set. "
-    "The next model is then trained to tell the human answer from the answer of its previous self, "
-    "with the same logistic loss that direct preference optimisation uses. "
-    "When the model can no longer tell the two apart, its answers follow the data, and the game ends. "
-    "The whole loop runs as one program: generate with the current model, score with the frozen "
-    "opponent, train, and iterate. ";
+typedef struct {
+    const char *name;
+    demo_model_size model;
+    int prompts, min_len, max_len, alphabet;
+    double test_fraction;
+    const char *sft_lr, *sft_epochs, *spin_lr, *spin_epochs, *beta, *batch;
+    int gen_batch;
+} demo_preset;
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+/* full: ~5 minutes on two cores; quick: seconds (the CLI test) */
+static const demo_preset presets[] = {
+    {"full", {96, 2, 4, 2, 256, 64, 1234}, 1000, 3, 6, 8, 0.2, "3e-3", "2", "3e-4", "2", "0.1", "16", 100},
+    {"quick", {32, 1, 4, 2, 64, 64, 1234}, 40, 3, 4, 6, 0.25, "1e-2", "30", "1e-4", "1", "0.1", "8", 16},
+};
+
+static void help(FILE *f) {
+    fprintf(f, "usage: spin demo [--dir DIR] [--quick] [--threads N]\n"
+               "\n"
+               "SPIN end to end on a task the program makes itself: reverse a string of 3-6 letters.\n"
+               "  1. a tiny Llama (byte-level tokenizer.json, zephyr chat template, seeded random weights)\n"
+               "     and the task as SFT records, split by `spin reformat`\n"
+               "  2. SFT on the train split, deliberately short (`spin train --loss sft`)\n"
+               "  3. two SPIN iterations on the same prompts (`spin iterate`: generate, convert, score,\n"
+               "     train, eval)\n"
+               "  4. a control: the SFT run continued for as many updates as SPIN made\n"
+               "  5. every model on the held-out prompts: exact match of greedy answers, mean log-prob of\n"
+               "     the ground truth, reward accuracy and margin against the SFT model (`spin eval`)\n"
+               "\n"
+               "options:\n"
+               "  --dir DIR    where everything goes (default spin-demo); must not exist or be empty\n"
+               "  --quick      a smaller model and task that finish in seconds (a smoke test)\n"
+               "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+               "  --help, -h   this help\n");
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 20, n = 0;
-    char *buf = malloc(cap);
-    while (buf && (n += fread(buf + n, 1, cap - n, f)) == cap) {
-        cap *= 2;
-        buf = realloc(buf, cap);
+static int run(int (*fn)(int, char **), const char *first, ...) {
+    char *v[64];
+    int n = 0;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *s = first; s && n < 63; s = va_arg(ap, const char *))
+        v[n++] = (char *)s;
+    va_end(ap);
+    v[n] = NULL;
+    printf("\n== spin demo:");
+    for (int i = 0; i < n; i++)
+        printf(" %s", v[i]);
+    printf("\n");
+    fflush(stdout);
+    int rc = fn(n, v);
+    fflush(stdout);
+    if (rc)
+        fprintf(stderr, "spin demo: `spin %s` failed (status %d)\n", v[0], rc);
+    return rc;
+}
+
+static uint64_t next_u64(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The task as SFT records (messages), distinct prompts. */
+static int write_task(const char *path, const demo_preset *p) {
+    char(*seen)[16] = calloc((size_t)p->prompts, sizeof *seen);
+    char *tmp = NULL;
+    FILE *f = seen ? jl_begin("demo", path, false, &tmp) : NULL;
+    if (!f) {
+        free(seen);
+        return 1;
     }
-    fclose(f);
-    *len = n;
-    return buf;
+    uint64_t st = 42;
+    for (int i = 0; i < p->prompts;) {
+        int len = p->min_len + (int)(next_u64(&st) % (uint64_t)(p->max_len - p->min_len + 1));
+        char s[16], r[16];
+        for (int k = 0; k < len; k++)
+            s[k] = (char)('a' + (int)(next_u64(&st) % (uint64_t)p->alphabet));
+        s[len] = 0;
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++)
+            dup = !strcmp(seen[j], s);
+        if (dup)
+            continue;
+        snprintf(seen[i++], sizeof *seen, "%s", s);
+        for (int k = 0; k < len; k++)
+            r[k] = s[len - 1 - k];
+        r[len] = 0;
+        fprintf(
+            f,
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"reverse %s\"}, {\"role\": \"assistant\", "
+            "\"content\": \"%s\"}]}\n",
+            s, r);
+    }
+    free(seen);
+    return jl_commit("demo", f, tmp, path, false);
+}
+
+/* The SFT rows: the train split with the ground truth as `generated` too (the sft loss reads only
+ * the real answer; the SPIN reader wants both columns filled). */
+static int write_sft(const char *data, const char *path) {
+    jl_rows r = {0};
+    if (jl_read_split("demo", data, "train", false, false, &r) != 0)
+        return 1;
+    char *tmp = NULL;
+    FILE *f = jl_begin("demo", path, false, &tmp);
+    int rc = f ? 0 : 1;
+    for (int64_t i = 0; rc == 0 && i < r.n; i++) {
+        char *line = jl_pair_line(r.row[i].user, r.row[i].real, r.row[i].real);
+        rc = line ? 0 : 1;
+        if (line)
+            fprintf(f, "%s\n", line);
+        free(line);
+    }
+    if (f)
+        rc = jl_commit("demo", f, tmp, path, false) || rc;
+    jl_rows_free(&r);
+    return rc;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The step of the last line of a metrics file (0 when there is none). */
+static long long last_step(const char *metrics) {
+    FILE *f = fopen(metrics, "r");
+    long long step = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (f && getline(&line, &cap, f) > 0) {
+        json_object *o = json_tokener_parse(line), *v = NULL;
+        if (o && json_object_object_get_ex(o, "step", &v))
+            step = json_object_get_int64(v);
+        json_object_put(o);
+    }
+    free(line);
+    if (f)
+        fclose(f);
+    return step;
+}
+
+static double num_at(json_object *o, const char *a, const char *b) {
+    json_object *x = NULL, *y = NULL;
+    if (!o || !json_object_object_get_ex(o, a, &x) || (b && !json_object_object_get_ex(x, b, &y)))
+        return NAN;
+    return json_object_get_double(b ? y : x);
+}
+
+static bool empty_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT;
+    struct dirent *e;
+    bool empty = true;
+    while (empty && (e = readdir(d)))
+        empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    return empty;
 }
 
 int cmd_demo(int argc, char **argv) {
-    const char *text_path = NULL;
-    int steps = 1000, seq = 48, batch = 8;
-    float lr = 0.5f;
+    const char *dir = "spin-demo";
+    const demo_preset *p = &presets[0];
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: spin demo [--text FILE] [--steps N (1000)] [--lr X (0.5)]\n"
-                   "  trains a 2-layer character-level transformer (RMSNorm, RoPE, GQA attention, SwiGLU)\n"
-                   "  with SGD on FILE (default: a built-in paragraph) and prints a greedy continuation\n");
+            help(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--text") && i + 1 < argc) {
-            text_path = argv[++i];
-        } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
-            steps = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--lr") && i + 1 < argc) {
-            lr = (float)atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--quick")) {
+            p = &presets[1];
+        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
+            dir = argv[++i];
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            long t = strtol(argv[++i], &end, 10);
+            if (*end || t < 1 || t > 4096) {
+                fprintf(stderr, "spin demo: --threads expects an integer >= 1 (got '%s')\n", argv[i]);
+                return 2;
+            }
+            omp_set_num_threads((int)t);
         } else {
-            fprintf(stderr, "spin demo: unknown option '%s' (see spin demo --help)\n", argv[i]);
+            fprintf(stderr, "spin demo: unknown or incomplete option '%s'\n", argv[i]);
+            help(stderr);
             return 2;
         }
     }
-    if (steps < 1 || !(lr > 0)) {
-        fprintf(stderr, "spin demo: --steps must be >= 1 and --lr > 0\n");
-        return 2;
+    if (!empty_dir(dir)) {
+        fprintf(stderr, "spin demo: %s exists and is not empty (remove it or pass --dir)\n", dir);
+        return 1;
     }
-    size_t len = strlen(builtin_text);
-    char *text = (char *)builtin_text;
-    if (text_path) {
-        text = read_file(text_path, &len);
-        if (!text) {
-            fprintf(stderr, "spin demo: cannot read %s\n", text_path);
-            return 1;
+    double t0 = now_s();
+    char path[32][1024];
+    enum {
+        BASE,
+        TASK,
+        DATA,
+        SFT_ROWS,
+        SFT,
+        RUN,
+        CFG,
+        CONTROL,
+        CONTROL_GEN,
+        CMP,
+        CMP_SPIN1,
+        CMP_SPIN2,
+        CMP_CTRL,
+        CTRL_STEPS
+    };
+    const char *names[] = {"base-model",
+                           "task.jsonl",
+                           "data",
+                           "sft.jsonl",
+                           "sft-model",
+                           "spin",
+                           "iterate.yaml",
+                           "control-model",
+                           "control-generated",
+                           "compare",
+                           "compare/spin-iter1.json",
+                           "compare/spin-iter2.json",
+                           "compare/control.json",
+                           ""};
+    for (int i = 0; i < CTRL_STEPS; i++)
+        snprintf(path[i], sizeof path[i], "%s/%s", dir, names[i]);
+    int rc = jl_mkdir("demo", dir);
+    printf(
+        "spin demo (%s): reverse strings of %d-%d letters; %d prompts, %.0f%% held out; a %d-layer Llama of "
+        "hidden size %d\n",
+        p->name, p->min_len, p->max_len, p->prompts, 100 * p->test_fraction, p->model.layers,
+        p->model.hidden);
+    if (rc == 0)
+        rc = demo_model_write(path[BASE], &p->model) || write_task(path[TASK], p);
+    char frac[32], steps[32];
+    snprintf(frac, sizeof frac, "%g", p->test_fraction);
+    if (rc == 0)
+        rc = run(cmd_reformat, "reformat", "--input", path[TASK], "--output-dir", path[DATA],
+                 "--test-fraction", frac, NULL);
+    if (rc == 0)
+        rc = write_sft(path[DATA], path[SFT_ROWS]);
+    /* SFT, short on purpose: the model knows the format but gets many answers wrong */
+    const char *lr_sft = p->sft_lr,
+               *common[] = {"--max_length=64",    "--max_prompt_length=40", "--logging_steps=5",
+                            "--save_strategy=no", "--warmup_ratio=0",       "--seed=42"};
+    char a_lr[64], a_ep[64], a_bs[64], a_model[1100], a_data[1100], a_out[1100];
+    snprintf(a_lr, sizeof a_lr, "--learning_rate=%s", lr_sft);
+    snprintf(a_ep, sizeof a_ep, "--num_train_epochs=%s", p->sft_epochs);
+    snprintf(a_bs, sizeof a_bs, "--per_device_train_batch_size=%s", p->batch);
+    snprintf(a_model, sizeof a_model, "--model=%s", path[BASE]);
+    snprintf(a_data, sizeof a_data, "--data=%s", path[SFT_ROWS]);
+    snprintf(a_out, sizeof a_out, "--output=%s", path[SFT]);
+    if (rc == 0)
+        rc = run(cmd_train, "train", a_model, a_data, a_out, "--loss=sft", "--reference_free=true", "--optim=adamw_torch",
+                 "--lr_scheduler_type=constant", a_lr, a_ep, a_bs, common[0], common[1], common[2], common[3],
+                 common[4], common[5], NULL);
+    /* SPIN: uclaml/SPIN's recipe scaled to this model (rmsprop, linear schedule, warmup 0.1, beta 0.1) */
+    if (rc == 0) {
+        char *tmp = NULL;
+        FILE *f = jl_begin("demo", path[CFG], false, &tmp);
+        rc = f ? 0 : 1;
+        if (f) {
+            fprintf(f,
+                    "# spin demo: two SPIN iterations from the SFT model (spin iterate --help)\n"
+                    "model_name_or_path: %s\n"
+                    "output_dir: %s\n"
+                    "loss_type: sigmoid\n"
+                    "beta: %s\n"
+                    "optim: rmsprop\n"
+                    "learning_rate: %s\n"
+                    "lr_scheduler_type: linear\n"
+                    "warmup_ratio: 0.1\n"
+                    "num_train_epochs: %s\n"
+                    "per_device_train_batch_size: %s\n"
+                    "max_length: 64\n"
+                    "max_prompt_length: 40\n"
+                    "logging_steps: 5\n"
+                    "save_strategy: epoch\n"
+                    "seed: 42\n"
+                    "iterate:\n"
+                    "  input: %s\n"
+                    "  num_iterations: 2\n"
+                    "  eval_batch_size: 64\n"
+                    "  generate:\n"
+                    "    chat_template: true   # prompts as training renders them\n"
+                    "    max_new_tokens: 12\n"
+                    "    batch_size: %d\n",
+                    path[SFT], path[RUN], p->beta, p->spin_lr, p->spin_epochs, p->batch, path[DATA],
+                    p->gen_batch);
+            rc = jl_commit("demo", f, tmp, path[CFG], false);
         }
-        if (len > 200000)
-            len = 200000;
     }
-    if (len < (size_t)seq + 2) {
-        fprintf(stderr, "spin demo: %s has %zu bytes; need at least %d\n", text_path ? text_path : "text",
-                len, seq + 2);
-        return 1;
+    if (rc == 0)
+        rc = run(cmd_iterate, "iterate", path[CFG], NULL);
+    /* the control: SFT continued for as many updates as both SPIN iterations made */
+    long long spin_steps = 0;
+    char m0[1100], m1[1100];
+    for (int t = 0; rc == 0 && t < 2; t++) {
+        snprintf(m0, sizeof m0, "%s/iter%d/model/metrics.jsonl", path[RUN], t);
+        spin_steps += last_step(m0);
     }
-    /* vocabulary: the bytes that occur */
-    int32_t to_id[256];
-    unsigned char to_byte[256];
-    int vocab = 0;
-    for (int b = 0; b < 256; b++)
-        to_id[b] = -1;
-    for (size_t i = 0; i < len; i++)
-        to_id[(unsigned char)text[i]] = 0;
-    for (int b = 0; b < 256; b++)
-        if (to_id[b] == 0)
-            to_byte[vocab] = (unsigned char)b, to_id[b] = vocab++;
-
-    spin_device *dev = spin_init();
-    if (!dev) {
-        fprintf(stderr, "spin demo: %s\n", spin_last_error());
-        return 1;
+    snprintf(steps, sizeof steps, "--max_steps=%lld", spin_steps);
+    snprintf(a_model, sizeof a_model, "--model=%s", path[SFT]);
+    snprintf(a_out, sizeof a_out, "--output=%s", path[CONTROL]);
+    if (rc == 0)
+        rc = run(cmd_train, "train", a_model, a_data, a_out, "--loss=sft", "--reference_free=true", "--optim=adamw_torch",
+                 "--lr_scheduler_type=constant", a_lr, steps, a_bs, common[0], common[1], common[2],
+                 common[3], common[4], common[5], NULL);
+    char gen_bs[16];
+    snprintf(gen_bs, sizeof gen_bs, "%d", p->gen_batch);
+    if (rc == 0)
+        rc = run(cmd_generate, "generate", "--model", path[CONTROL], "--input", path[DATA], "--split", "test",
+                 "--output-dir", path[CONTROL_GEN], "--max-new-tokens", "12", "--batch-size", gen_bs,
+                 "--chat-template", NULL);
+    /* every model against the SFT model on its held-out answers (iteration 0's test rows) */
+    snprintf(m0, sizeof m0, "%s/iter0/data", path[RUN]);
+    if (rc == 0)
+        rc = jl_mkdir("demo", path[CMP]);
+    const char *models[3][2] = {
+        {"iter0/model", path[CMP_SPIN1]}, {"iter1/model", path[CMP_SPIN2]}, {NULL, path[CMP_CTRL]}};
+    for (int k = 0; rc == 0 && k < 3; k++) {
+        if (models[k][0])
+            snprintf(m1, sizeof m1, "%s/%s", path[RUN], models[k][0]);
+        else
+            snprintf(m1, sizeof m1, "%s", path[CONTROL]);
+        rc = run(cmd_eval, "eval", "--model", m1, "--opponent", path[SFT], "--data", m0, "--split", "test",
+                 "--output", models[k][1], "--max-length", "64", "--max-prompt-length", "40", "--batch-size",
+                 "64", "--beta", p->beta, "--max-new-tokens", "12", NULL);
     }
-    spin_tiny_lm_config cfg = {.vocab = vocab,
-                               .dim = 64,
-                               .n_layers = 2,
-                               .n_heads = 4,
-                               .n_kv_heads = 2,
-                               .head_dim = 16,
-                               .ffn = 128,
-                               .rope_theta = 10000.0f,
-                               .norm_eps = 1e-5f};
-    spin_tiny_lm m;
-    if (spin_tiny_lm_init(&m, dev, &cfg, 1234) != SPIN_OK) {
-        fprintf(stderr, "spin demo: %s\n", spin_last_error());
-        return 1;
-    }
-    printf("demo: %zu bytes of text, vocabulary %d, model dim %d x %d layers, batch %d x %d, device %s\n",
-           len, vocab, cfg.dim, cfg.n_layers, batch, seq, dev->name);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(batch * seq)),
-            *tg = malloc(sizeof(int32_t) * (size_t)(batch * seq));
-    spin_rng rng = {.seed = 99};
-    double t0 = now();
-    float loss_v = NAN, first = NAN;
-    for (int step = 1; step <= steps; step++) {
-        for (int b = 0; b < batch; b++) {
-            size_t start = spin_rng_next_u32(&rng) % (len - (size_t)seq - 1);
-            for (int t = 0; t < seq; t++) {
-                ids[b * seq + t] = to_id[(unsigned char)text[start + (size_t)t]];
-                tg[b * seq + t] = to_id[(unsigned char)text[start + (size_t)t + 1]];
+    if (rc == 0) {
+        /* the table: each model on the held-out prompts */
+        const char *label[4] = {"SFT (θ_0)", "SPIN iteration 0 (θ_1)", "SPIN iteration 1 (θ_2)",
+                                "control: SFT continued"};
+        char ans[4][1100];
+        snprintf(ans[0], sizeof ans[0], "%s/iter0/generated/loser_0_test.jsonl", path[RUN]);
+        snprintf(ans[1], sizeof ans[1], "%s/iter1/generated/loser_0_test.jsonl", path[RUN]);
+        snprintf(ans[2], sizeof ans[2], "%s/iter2/generated/loser_0_test.jsonl", path[RUN]);
+        snprintf(ans[3], sizeof ans[3], "%s/loser_0_test.jsonl", path[CONTROL_GEN]);
+        char sft_metrics[1100];
+        snprintf(sft_metrics, sizeof sft_metrics, "%s/metrics.jsonl", path[SFT]);
+        long long sft_steps = last_step(sft_metrics), s0 = 0, s1 = 0;
+        snprintf(m0, sizeof m0, "%s/iter0/model/metrics.jsonl", path[RUN]);
+        s0 = last_step(m0);
+        snprintf(m0, sizeof m0, "%s/iter1/model/metrics.jsonl", path[RUN]);
+        s1 = last_step(m0);
+        long long upd[4] = {sft_steps, sft_steps + s0, sft_steps + s0 + s1, sft_steps + spin_steps};
+        json_object *ev[4] = {NULL, json_object_from_file(path[CMP_SPIN1]),
+                              json_object_from_file(path[CMP_SPIN2]), json_object_from_file(path[CMP_CTRL])};
+        printf("\nspin demo: held-out prompts (%s/data test split), every model measured the same way\n",
+               dir);
+        printf("  %-26s %8s %12s %16s %14s %12s\n", "model", "updates", "exact match", "logp(real) mean",
+               "reward acc", "margin");
+        for (int k = 0; k < 4; k++) {
+            double em = NAN;
+            int64_t n = 0;
+            iterate_exact_match(ans[k], &em, &n);
+            double lp = k == 0 ? num_at(ev[1], "rewards", NULL) : num_at(ev[k], "logps", "real");
+            if (k == 0) { /* the SFT model is every eval's opponent */
+                json_object *rw = NULL, *ol = NULL;
+                lp = ev[1] && json_object_object_get_ex(ev[1], "rewards", &rw) &&
+                             json_object_object_get_ex(rw, "opponent_logps", &ol)
+                         ? num_at(ol, "real", NULL)
+                         : NAN;
             }
+            printf("  %-26s %8lld %7.3f (%lld) %16.3f", label[k], upd[k], em, (long long)n, lp);
+            if (k == 0)
+                printf(" %14s %12s\n", "-", "-");
+            else
+                printf(" %14.3f %12.3f\n", num_at(ev[k], "rewards", "accuracy"),
+                       num_at(ev[k], "rewards", "margin"));
         }
-        spin_scope_begin();
-        spin_tensor *tid = spin_from_host(dev, SPIN_I32, 2, (int64_t[]){batch, seq}, ids);
-        spin_tensor *ttg = spin_from_host(dev, SPIN_I32, 1, (int64_t[]){batch * seq}, tg);
-        spin_tensor *loss = spin_tiny_lm_loss(&m, tid, ttg);
-        spin_status s = loss ? spin_backward(loss) : SPIN_ERR_INVALID;
-        if (s == SPIN_OK)
-            s = spin_tensor_read_f32(loss, &loss_v, 1);
-        spin_scope_end();
-        if (s == SPIN_OK)
-            s = spin_sgd_step(m.params, m.n_params, lr);
-        if (s != SPIN_OK) {
-            fprintf(stderr, "spin demo: step %d: %s\n", step, spin_last_error());
-            return 1;
-        }
-        if (step == 1)
-            first = loss_v;
-        if (step == 1 || step % 25 == 0 || step == steps)
-            printf("step %4d  loss %.4f  %.1f tokens/s\n", step, loss_v,
-                   (double)step * batch * seq / (now() - t0));
+        printf(
+            "  exact match: greedy answer == ground truth; logp(real): mean summed log-prob of the "
+            "ground-truth\n"
+            "  answer; reward acc / margin: SPIN rewards against the SFT model on its own held-out answers.\n"
+            "  SPIN's per-iteration summary: %s/iterate_summary.jsonl; charts: %s/metrics.png\n",
+            path[RUN], path[RUN]);
+        for (int k = 1; k < 4; k++)
+            json_object_put(ev[k]);
+        printf("spin demo: %.0f s\n", now_s() - t0);
     }
-    printf("loss %.4f -> %.4f (a uniform guess is %.4f)\n", first, loss_v, log((double)vocab));
-    int total = 120, n = 12;
-    int32_t *gen = malloc(sizeof(int32_t) * (size_t)total);
-    for (int i = 0; i < n; i++)
-        gen[i] = to_id[(unsigned char)text[i]];
-    if (spin_tiny_lm_greedy(&m, gen, n, total) != SPIN_OK) {
-        fprintf(stderr, "spin demo: generation: %s\n", spin_last_error());
-        return 1;
-    }
-    printf("greedy continuation of \"%.*s\":\n  ", n, text);
-    for (int i = 0; i < total; i++)
-        putchar(to_byte[gen[i]]);
-    putchar('\n');
-    free(gen);
-    free(ids);
-    free(tg);
-    spin_tiny_lm_free(&m);
-    if (text != builtin_text)
-        free(text);
-    return 0;
+    return rc;
 }

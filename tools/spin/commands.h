@@ -15,5 +15,6 @@ int cmd_reformat(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_iterate(int argc, char **argv);
 
 #endif

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
                "  eval       log-probs, reward accuracy and margin against the opponent, lengths\n"
                "  score      score the opponent once over the training rows (SPIN mode b)\n"
                "  train      fine-tune with SPIN/DPO/SPPO losses from uclaml/SPIN's YAML config\n"
+               "  iterate    the self-play loop: generate, convert, score, train, eval for each iteration\n"
                "\n"
                "environment:\n"
                "  SPIN_DEVICE        device to use, e.g. cpu, opencl:1 (default: the build's accelerator)\n"
@@ -69,6 +70,8 @@ int main(int argc, char **argv) {
         return cmd_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "iterate"))
+        return cmd_iterate(argc - 1, argv + 1);
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
