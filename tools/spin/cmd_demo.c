@@ -35,14 +35,14 @@ typedef struct {
 
 /* full: ~5 minutes on two cores; quick: seconds (the CLI test) */
 static const demo_preset presets[] = {
-    {"full", {96, 2, 4, 2, 256, 64, 1234}, 1000, 3, 6, 8, 0.2, "3e-3", "2", "3e-4", "2", "0.1", "16", 100},
+    {"full", {96, 2, 4, 2, 256, 64, 1234}, 1000, 5, 5, 8, 0.2, "3e-3", "6", "5e-5", "2", "0.1", "16", 100},
     {"quick", {32, 1, 4, 2, 64, 64, 1234}, 40, 3, 4, 6, 0.25, "1e-2", "30", "1e-4", "1", "0.1", "8", 16},
 };
 
 static void help(FILE *f) {
     fprintf(f, "usage: spin demo [--dir DIR] [--quick] [--threads N]\n"
                "\n"
-               "SPIN end to end on a task the program makes itself: reverse a string of 3-6 letters.\n"
+               "SPIN end to end on a task the program makes itself: reverse a string of 5 letters (a-h).\n"
                "  1. a tiny Llama (byte-level tokenizer.json, zephyr chat template, seeded random weights)\n"
                "     and the task as SFT records, split by `spin reformat`\n"
                "  2. SFT on the train split, deliberately short (`spin train --loss sft`)\n"
