@@ -84,6 +84,14 @@ ok "dry run: writes only train_config.yaml" [ "$(ls a)" = train_config.yaml ]
 ok "train_config.yaml: the iterate section blanked, the line numbers kept" \
     bash -c "[ \$(wc -l <a/train_config.yaml) = \$(wc -l <config.yaml) ] && ! grep -q iterate: a/train_config.yaml && sed -n 4p a/train_config.yaml | grep -q '^beta: 0.1'"
 
+# sharded generation: ceil(train rows / frac_len) train shards, convert told how many
+sed 's/    batch_size: 4/    batch_size: 4\n    frac_len: 8/' config.yaml >shards.yaml
+"$spin" iterate shards.yaml --output_dir=s --dry-run >shards.log 2>&1
+shards=$(((n_train + 7) / 8))
+ok "dry run: $shards train shards of 8 rows per iteration" \
+    [ "$(grep -c 'iter0 generate-train-.*--frac-len 8 --data-frac' shards.log)" = "$shards" ]
+ok "dry run: convert expects them all" grep -q -- "--num-fracs $shards" shards.log
+
 # run A: uninterrupted
 "$spin" iterate config.yaml --output_dir=a >a.log 2>&1
 ok "iterate exits 0" [ $? = 0 ]

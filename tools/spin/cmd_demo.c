@@ -277,9 +277,9 @@ int cmd_demo(int argc, char **argv) {
     snprintf(a_data, sizeof a_data, "--data=%s", path[SFT_ROWS]);
     snprintf(a_out, sizeof a_out, "--output=%s", path[SFT]);
     if (rc == 0)
-        rc = run(cmd_train, "train", a_model, a_data, a_out, "--loss=sft", "--reference_free=true", "--optim=adamw_torch",
-                 "--lr_scheduler_type=constant", a_lr, a_ep, a_bs, common[0], common[1], common[2], common[3],
-                 common[4], common[5], NULL);
+        rc = run(cmd_train, "train", a_model, a_data, a_out, "--loss=sft", "--reference_free=true",
+                 "--optim=adamw_torch", "--lr_scheduler_type=constant", a_lr, a_ep, a_bs, common[0],
+                 common[1], common[2], common[3], common[4], common[5], NULL);
     /* SPIN: uclaml/SPIN's recipe scaled to this model (rmsprop, linear schedule, warmup 0.1, beta 0.1) */
     if (rc == 0) {
         char *tmp = NULL;
@@ -329,9 +329,9 @@ int cmd_demo(int argc, char **argv) {
     snprintf(a_model, sizeof a_model, "--model=%s", path[SFT]);
     snprintf(a_out, sizeof a_out, "--output=%s", path[CONTROL]);
     if (rc == 0)
-        rc = run(cmd_train, "train", a_model, a_data, a_out, "--loss=sft", "--reference_free=true", "--optim=adamw_torch",
-                 "--lr_scheduler_type=constant", a_lr, steps, a_bs, common[0], common[1], common[2],
-                 common[3], common[4], common[5], NULL);
+        rc = run(cmd_train, "train", a_model, a_data, a_out, "--loss=sft", "--reference_free=true",
+                 "--optim=adamw_torch", "--lr_scheduler_type=constant", a_lr, steps, a_bs, common[0],
+                 common[1], common[2], common[3], common[4], common[5], NULL);
     char gen_bs[16];
     snprintf(gen_bs, sizeof gen_bs, "%d", p->gen_batch);
     if (rc == 0)
