@@ -3,7 +3,9 @@
 # tokenizer of tests/data/cli/train): spin reformat (24 Alpaca records of alpaca_5000.json) ->
 # spin generate (two train shards and the test shard; one run SIGKILLed after its first batch
 # landed, then resumed) -> spin convert -> spin eval (log-probs against transformers' golden
-# scores, the SPIN reward identities, a model trained for a few steps against its opponent), and
+# scores, the SPIN reward identities, a model trained for a few steps against its opponent) ->
+# spin iterate (one iteration of the whole loop: generate, convert, score, train, eval; the SPIN
+# loss raising the margins), and
 # bad input that must fail naming the file, line, record or key.
 # Usage: test_data.sh SPIN_BINARY. SKIPPED (exit 77) when alpaca_5000.json is absent (set
 # SPIN_ALPACA to its path; default ../shared/data/alpaca_5000.json beside the repository).
@@ -197,6 +199,42 @@ err "eval: prompt longer than max_length" "syn/test_prefs-00000-of-00001.jsonl:1
     "$spin" eval --model model --data syn --output x.json --max-length 20 --max-prompt-length 10
 err "eval: empty generated answer" "test_prefs-00000-of-00001.jsonl:1: generated[1].content is empty" "$spin" eval --model model --data ref --output y.json
 err "eval: opponent directory missing a file" "--opponent noweights" "$spin" eval --model model --opponent noweights --data syn --output z.json
+
+# ---- iterate: the whole loop on the Alpaca slice (generate, convert, score, train, eval) ----
+cat >iter.yaml <<EOF
+model_name_or_path: model
+output_dir: loop
+beta: 0.1
+optim: rmsprop
+learning_rate: 1.0e-3
+num_train_epochs: 2
+per_device_train_batch_size: 9
+max_length: 1024
+max_prompt_length: 512
+logging_steps: 1
+save_strategy: "no"
+seed: 42
+bf16: false
+iterate:
+  input: ref
+  num_iterations: 1
+  generate:
+    max_new_tokens: 12
+    max_length: 2048
+    ignore_eos: true
+    batch_size: 9
+EOF
+ok "iterate: one iteration on the Alpaca slice" "$spin" iterate iter.yaml
+ok "iterate: 18 train answers by theta_0" [ "$(wc -l <loop/iter0/generated/loser_0.jsonl)" = 18 ]
+ok "iterate: scores for the 18 training pairs (after the fingerprint line)" [ "$(grep -c . loop/iter0/opponent_scores.jsonl)" = 19 ]
+ok "iterate: 4 updates logged" [ "$(wc -l <loop/iter0/model/metrics.jsonl)" = 4 ]
+# the SPIN loss moves the rewards the expected way: the last update's margin above the first's
+m1=$(sed -n 1p loop/iter0/model/metrics.jsonl | num /dev/stdin rewards/margins)
+m4=$(sed -n 4p loop/iter0/model/metrics.jsonl | num /dev/stdin rewards/margins)
+ok "iterate: training raised rewards/margins ($m1 -> $m4)" awk -v a="$m1" -v b="$m4" 'BEGIN { exit !(b > a) }'
+ok "iterate: held-out margin of theta_1 against theta_0 above 0" \
+    awk -v m="$(num loop/iter0/eval.json margin)" 'BEGIN { exit !(m > 0) }'
+ok "iterate: theta_1 answers the test prompts" [ "$(wc -l <loop/iter1/generated/loser_0_test.jsonl)" = 6 ]
 
 [ "$fails" = 0 ] && { echo "all passed"; exit 0; }
 echo "$fails FAILED"
