@@ -135,8 +135,9 @@ spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g) {
  * bf16 optimizer keeps f32 gradient buffers: micro-batches add up without bf16 rounding, and the
  * optimizer's f32 master update reads it as it is. */
 static spin_status accumulate_leaf(spin_tensor *t, spin_tensor *g) {
-    if (g->dtype == SPIN_F32 || t->grad)
-        return spin_grad_accumulate(&t->grad, g); /* an f32 sum already, or the first one in f32 */
+    if (g->dtype == SPIN_F32 || t->grad || t->grad_as_interior)
+        return spin_grad_accumulate(&t->grad, g); /* an f32 sum already, the first one in f32, or a
+                                                     recompute stand-in summing as the tensor it stands for */
     spin_tensor *c = spin_tensor_new(g->st->dev, SPIN_F32, g->ndim, g->shape);
     if (!c)
         return SPIN_ERR_OOM;
@@ -303,6 +304,9 @@ static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tens
             continue;
         det[i] = spin_detach(n->in[i]);
         det[i]->requires_grad = n->needs[i];
+        /* the input is interior to the outer graph: its gradient keeps the dtype of its first
+         * contribution, as the pass without recompute has it, not the leaves' f32 */
+        det[i]->grad_as_interior = true;
     }
     spin_grad_force_begin();
     spin_tensor *out = rc->fn(rc->ctx, det, n->n_in);

@@ -405,6 +405,10 @@ struct spin_node *spin_tensor_node(const spin_tensor *t) {
     return t->node;
 }
 
+spin_dtype spin_tensor_grad_dtype(const spin_tensor *t) {
+    return t->node || t->grad_as_interior ? t->dtype : SPIN_F32;
+}
+
 int64_t spin_tensor_live_count(void) {
     return atomic_load(&live_tensors);
 }

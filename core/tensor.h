@@ -63,6 +63,9 @@ void spin_tensor_set_requires_grad(spin_tensor *t, bool on);
 spin_tensor *spin_tensor_grad(const spin_tensor *t);
 void spin_tensor_zero_grad(spin_tensor *t);
 struct spin_node *spin_tensor_node(const spin_tensor *t);
+/* The dtype of a gradient for t: f32 for a leaf (a parameter; its gradient sums in f32), t's own for
+ * an interior tensor and for a recompute boundary's stand-in of one (core/autograd.c). */
+spin_dtype spin_tensor_grad_dtype(const spin_tensor *t);
 
 /* Scopes. */
 void spin_scope_begin(void);

@@ -46,7 +46,7 @@ static inline spin_dtype op_promote(const spin_tensor *a, const spin_tensor *b) 
 /* The dtype of the gradient an op produces for input x: x's own, except f32 for a leaf (a
  * parameter), whose gradient is accumulated in f32 anyway (core/autograd.c). */
 static inline spin_dtype op_grad_dtype(const spin_tensor *x) {
-    return spin_tensor_node(x) ? spin_tensor_dtype(x) : SPIN_F32;
+    return spin_tensor_grad_dtype(x);
 }
 
 /* Fails with a message naming the op when cond is false. */

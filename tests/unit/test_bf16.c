@@ -824,7 +824,10 @@ static void test_recompute_bf16(void **s) {
         spin_llama_free(ref);
     }
     assert_int_equal(n[0], n[1]);
-    expect_err("recompute vs not (bf16)", vec_err(v[1], v[0], n[0]), TOL_TRAIN_PARAM);
+    /* the recomputed blocks' input gradients sum in the dtype the pass without recompute gives
+     * them (core/autograd.c, grad_as_interior), so the updates are the same bits */
+    printf("  recompute vs not (bf16)      %.2e (must be 0: bit-identical)\n", vec_err(v[1], v[0], n[0]));
+    assert_memory_equal(v[0], v[1], (size_t)n[0] * sizeof(float));
     free(v[0]);
     free(v[1]);
     free_examples(&e);
