@@ -53,6 +53,10 @@ spin_optim *spin_dist_optim(spin_dist *d) {
     return d->opt;
 }
 
+int spin_dist_local_index(const spin_dist *d, int i) {
+    return d->local_of[i];
+}
+
 spin_named_tensors spin_dist_state(const spin_dist *d) {
     return (spin_named_tensors){d->n_entries, d->names, d->tensors};
 }

@@ -39,6 +39,8 @@ int spin_dist_rank(const spin_dist *d);
 int spin_dist_size(const spin_dist *d);
 /* The optimizer this rank steps (borrowed). */
 spin_optim *spin_dist_optim(spin_dist *d);
+/* The index of model parameter i in that optimizer; -1 when another rank owns it (ZeRO-1). */
+int spin_dist_local_index(const spin_dist *d, int i);
 /* The checkpoint's optimizer state in the single-process names and order ("master.<i>",
  * "state.<i>.square_avg", ...). Complete on rank 0 (tensors of other owners are rank-0 copies,
  * filled by spin_dist_ckpt_save); other ranks hold only their own entries (NULL elsewhere). */

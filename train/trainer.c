@@ -19,6 +19,18 @@
 #include "train/dist_train.h"
 #include "train/pref_step.h"
 
+bool spin_train_decays(spin_decay_rule rule, const spin_llama *m, int i) {
+    if (rule == SPIN_DECAY_ALL)
+        return true;
+    const char *name = m->names[i];
+    if (strstr(name, "bias"))
+        return false;
+    /* HF names: model.layers.N.{input,post_attention}_layernorm.weight and model.norm.weight */
+    size_t n = strlen(name);
+    bool norm = n >= 11 && strcmp(name + n - 11, "norm.weight") == 0;
+    return !(norm && strcmp(m->cfg.architecture, "MistralForCausalLM") != 0);
+}
+
 spin_train_config spin_train_defaults(void) {
     spin_train_config c;
     memset(&c, 0, sizeof c);
@@ -441,13 +453,20 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
         dt ? spin_dist_optim(dt) : spin_optim_new(&c->optim, d->policy->params, d->policy->n_params);
     if (!opt)
         return SPIN_ERR_INVALID;
+    spin_status decay_s = SPIN_OK; /* the HF no-decay group (spin_train_decays) */
+    for (int i = 0; i < d->policy->n_params && c->optim.weight_decay > 0 && decay_s == SPIN_OK; i++) {
+        int j = dt ? spin_dist_local_index(dt, i) : i;
+        if (j >= 0 && !spin_train_decays(c->decay_rule, d->policy, i))
+            decay_s = spin_optim_set_weight_decay(opt, j, 0.0);
+    }
     state_list sl = {0};
     loop_ctx L = {.c = c, .d = d, .dt = dt};
     L.perm = malloc((size_t)d->n * sizeof *L.perm);
     L.buf = calloc((size_t)(5 * B), sizeof *L.buf);
     L.rows = malloc((size_t)B * sizeof *L.rows);
-    spin_status s =
-        L.perm && L.buf && L.rows ? optim_state(opt, &sl) : spin_fail(SPIN_ERR_OOM, "out of host memory");
+    spin_status s = decay_s != SPIN_OK          ? decay_s
+                    : L.perm && L.buf && L.rows ? optim_state(opt, &sl)
+                                                : spin_fail(SPIN_ERR_OOM, "out of host memory");
 
     position p = {0};
     if (s == SPIN_OK && c->resume) {

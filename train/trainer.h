@@ -19,10 +19,21 @@ typedef enum {
     SPIN_NONFINITE_SKIP  /* the step's update is skipped and counted */
 } spin_nonfinite_policy;
 
+/* Which parameters optim.weight_decay applies to. */
+typedef enum {
+    SPIN_DECAY_ALL, /* every parameter */
+    /* as the Hugging Face Trainer of transformers 4.37 (uclaml/SPIN's pin) groups them: no decay for
+     * biases and for the weights of norm layers it knows, which are LlamaRMSNorm's (modeling_llama
+     * adds them to ALL_LAYERNORM_LAYERS) but not MistralRMSNorm's: a Mistral model's norm weights
+     * decay (spin_train_decays) */
+    SPIN_DECAY_HF
+} spin_decay_rule;
+
 typedef struct {
     spin_pref_loss_opts loss;
     bool average_logprob;
     spin_optim_config optim;
+    spin_decay_rule decay_rule; /* which parameters optim.weight_decay applies to */
     spin_sched_kind scheduler;
     double learning_rate, warmup_ratio;
     int64_t warmup_steps;
@@ -54,6 +65,9 @@ typedef struct {
     spin_comm *comm;
     int zero_stage; /* with comm: 0 (each rank keeps the whole optimizer) or 1 (ZeRO-1, sharded) */
 } spin_train_config;
+
+/* Whether parameter i of m takes weight decay under rule. */
+bool spin_train_decays(spin_decay_rule rule, const spin_llama *m, int i);
 
 /* uclaml/SPIN's defaults: sigmoid loss, beta 0.1, summed log-probs, RMSProp, linear schedule with
  * warmup_ratio 0.1, lr 5e-7, 1 epoch, batch 8, accumulation 1, seed 42, logging every 10 steps,

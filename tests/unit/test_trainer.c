@@ -417,6 +417,85 @@ static void test_recompute_is_identical(void **s) {
     free_examples(&e);
 }
 
+/* Weight decay groups (spin_train_decays): one AdamW update (lr 1e-2, no warmup) with weight decay
+ * 0.1 against the same update without. A decayed parameter differs by AdamW's decoupled term
+ * -lr * wd * p0 (normalised error <= 1e-3: f32 rounding of p0 * (1 - lr * wd) and of the step,
+ * ~1e-4 relative to the term); an exempt one is bit-identical. HF rule: Llama's norm weights are
+ * exempt, a Mistral's are not (transformers 4.37); SPIN_DECAY_ALL decays every parameter. */
+typedef enum { WD_NONE, WD_HF_LLAMA, WD_HF_MISTRAL, WD_ALL } wd_case;
+
+static float **one_update(wd_case wc, const examples *e, spin_llama **model_out) {
+    spin_llama *p = load_tiny(), *ref = load_tiny();
+    if (wc == WD_HF_MISTRAL)
+        snprintf(p->cfg.architecture, sizeof p->cfg.architecture, "MistralForCausalLM");
+    spin_train_config c = golden_config(SPIN_OPTIM_ADAMW);
+    c.optim.weight_decay = wc == WD_NONE ? 0.0 : 0.1;
+    c.decay_rule = wc == WD_ALL ? SPIN_DECAY_ALL : SPIN_DECAY_HF;
+    c.learning_rate = 1e-2;
+    c.warmup_steps = 0;
+    c.warmup_ratio = 0;
+    c.max_steps = 1;
+    spin_train_data d = {
+        .policy = p, .reference = ref, .examples = e->ex, .n = e->n, .collate = collate_opts()};
+    spin_train_result r;
+    assert_int_equal(spin_train_run(&c, &d, &r), SPIN_OK);
+    float **v = calloc((size_t)p->n_params, sizeof *v);
+    for (int i = 0; i < p->n_params; i++) {
+        int64_t n = spin_tensor_numel(p->params[i]);
+        v[i] = malloc((size_t)n * sizeof **v);
+        assert_int_equal(spin_tensor_read_f32(p->params[i], v[i], n), SPIN_OK);
+    }
+    spin_llama_free(ref);
+    *model_out = p;
+    return v;
+}
+
+static void test_weight_decay_groups(void **s) {
+    (void)s;
+    examples e = load_examples();
+    spin_llama *m0 = load_tiny(), *m[4];
+    float **v[4];
+    for (int k = 0; k < 4; k++)
+        v[k] = one_update((wd_case)k, &e, &m[k]);
+    int exempt_seen = 0;
+    for (int i = 0; i < m0->n_params; i++) {
+        int64_t n = spin_tensor_numel(m0->params[i]);
+        float *p0 = malloc((size_t)n * sizeof *p0), *want = malloc((size_t)n * sizeof *want),
+              *got = malloc((size_t)n * sizeof *got);
+        assert_int_equal(spin_tensor_read_f32(m0->params[i], p0, n), SPIN_OK);
+        for (int64_t j = 0; j < n; j++)
+            want[j] = (float)(-1e-2 * 0.1 * p0[j]);
+        const char *name = m0->names[i];
+        bool norm = strstr(name, "norm.weight") != NULL;
+        exempt_seen += norm;
+        for (int k = WD_HF_LLAMA; k <= WD_ALL; k++) {
+            bool decays = !(norm && k == WD_HF_LLAMA);
+            assert_true(spin_train_decays(k == WD_ALL ? SPIN_DECAY_ALL : SPIN_DECAY_HF, m[k], i) == decays);
+            if (!decays) {
+                assert_memory_equal(v[k][i], v[WD_NONE][i], (size_t)n * sizeof(float));
+                continue;
+            }
+            for (int64_t j = 0; j < n; j++)
+                got[j] = (float)((double)v[k][i][j] - v[WD_NONE][i][j]);
+            double err = norm_err(got, want, n);
+            if (err > 1e-3)
+                fail_msg("%s (case %d): decay term off by %.2e (tolerance 1e-3)", name, k, err);
+        }
+        free(p0);
+        free(want);
+        free(got);
+    }
+    assert_int_equal(exempt_seen, 2 * 2 + 1); /* two norms per layer, two layers, the final norm */
+    for (int k = 0; k < 4; k++) {
+        for (int i = 0; i < m[k]->n_params; i++)
+            free(v[k][i]);
+        free(v[k]);
+        spin_llama_free(m[k]);
+    }
+    spin_llama_free(m0);
+    free_examples(&e);
+}
+
 /* SIGTERM during training: the child writes a checkpoint and exits cleanly; the checkpoint is
  * complete and resumable. */
 static void test_sigterm_checkpoints(void **s) {
@@ -563,6 +642,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_modes_agree),
         cmocka_unit_test(test_resume_is_bit_exact),
         cmocka_unit_test(test_recompute_is_identical),
+        cmocka_unit_test(test_weight_decay_groups),
         cmocka_unit_test(test_sigterm_checkpoints),
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_stale_scores_refused),
