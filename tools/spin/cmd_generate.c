@@ -4,7 +4,8 @@
  * already in the shard file are checked against the input and skipped, a torn last line is cut,
  * and finished rows are appended and fsync'ed batch by batch. The options that determine the rows
  * are stored next to the shard (loser_<k>.options.json); a rerun with other options is refused
- * unless --overwrite. */
+ * unless --overwrite. Under mpirun the rows still to do are split over the ranks in rounds and rank 0
+ * appends each round's rows in shard order (docs/distributed.md). */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tools/spin/cli_comm.h"
 #include "tools/spin/commands.h"
 #include "tools/spin/gen_cli.h"
 #include "tools/spin/jsonl_io.h"
@@ -64,7 +66,13 @@ static void help(FILE *f) {
         "%s"
         "  --help, -h           this help\n"
         "Defaults differ from `spin complete` where uclaml/SPIN's differ: --batch-size 16. Option names\n"
-        "may be spelt with underscores as generate.py's (--frac_len, --data_frac, --output_dir).\n",
+        "may be spelt with underscores as generate.py's (--frac_len, --data_frac, --output_dir).\n"
+        "\n"
+        "`mpirun -np N spin generate ...` (a -DSPIN_MPI=ON build) splits the rows still to do over the\n"
+        "ranks in rounds of N x 4 x --batch-size rows; rank 0 appends each round's rows in shard order,\n"
+        "so the file is the one a single process writes (greedy decoding: the same bytes; sampling: each\n"
+        "rank's part of a round is drawn as a run resumed at its first row, so it differs from one\n"
+        "process). A killed job keeps the rounds already written; rerunning resumes.\n",
         gen_cli_options_help);
 }
 
@@ -163,6 +171,123 @@ static spin_status on_result(void *ctx, const spin_gen_result *r) {
     if (!s->answer[r->index])
         return spin_fail(SPIN_ERR_OOM, "out of memory");
     return flush_rows(s, false);
+}
+
+/* ---- data parallel (mpirun) ---- */
+
+#define ROUND_BATCHES 4 /* rows per rank per round, in batches: enough to keep the slots refilled */
+
+typedef struct {
+    char **answer;
+    const char *eos;
+} local_state;
+
+static spin_status on_local_result(void *ctx, const spin_gen_result *r) {
+    local_state *l = ctx;
+    l->answer[r->index] = postprocess(r->text ? r->text : "", l->eos);
+    return l->answer[r->index] ? SPIN_OK : spin_fail(SPIN_ERR_OOM, "out of memory");
+}
+
+/* The rows s->it[0, n_todo) over every rank, in rounds: each rank answers its contiguous block of the
+ * round (spin_shard_range), the blocks go to rank 0 (strings joined by NULs, one broadcast per rank),
+ * which stores them in s->answer and appends and fsyncs the round (flush_rows). Rank 0 holds the
+ * file; the others pass a run_state whose fd is -1. Every step's status is agreed. o->seed is the
+ * run's seed before the per-call keying. */
+static int generate_rounds(spin_comm *comm, gen_cli_model *g, const spin_gen_opts *o, run_state *s,
+                           spin_gen_stats *st) {
+    int rank = spin_comm_rank(comm), world = spin_comm_size(comm);
+    int64_t round = (int64_t)world * ROUND_BATCHES * o->batch_size;
+    double *sizes = calloc((size_t)world, sizeof *sizes);
+    int rc = cli_agree(sizes && (rank != 0 || s->answer) ? 0 : 1);
+    for (int64_t t = 0; rc == 0 && t < s->n_todo; t += round) {
+        int64_t m = s->n_todo - t < round ? s->n_todo - t : round, lo, hi;
+        spin_shard_range(m, rank, world, &lo, &hi);
+        int64_t k = hi - lo;
+        char **ans = calloc((size_t)(k ? k : 1), sizeof *ans);
+        const int32_t **ids = calloc((size_t)(k ? k : 1), sizeof *ids);
+        int64_t *lens = calloc((size_t)(k ? k : 1), sizeof *lens);
+        int lrc = ans && ids && lens ? 0 : 1;
+        for (int64_t i = 0; lrc == 0 && i < k; i++) {
+            ids[i] = s->it[t + lo + i].ids;
+            lens[i] = s->it[t + lo + i].n_ids;
+        }
+        /* as a run that starts at this block's first row (the single-process resume keying) */
+        spin_gen_opts call = *o;
+        call.seed = o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(s->resumed + t + lo);
+        local_state l = {ans, s->eos};
+        spin_gen_stats one = {0};
+        if (lrc == 0 && k > 0 &&
+            spin_generate(g->m, g->tok, ids, lens, k, &call, on_local_result, &l, &one) != SPIN_OK) {
+            fprintf(stderr, "spin generate: rank %d: %s\n", rank, spin_last_error());
+            lrc = 1;
+        }
+        st->decode_tokens += one.decode_tokens;
+        st->decode_s += one.decode_s;
+        rc = cli_agree(lrc);
+        /* the blocks' sizes, then each block to every rank (rank 0 keeps them) */
+        size_t bytes = 0;
+        for (int64_t i = 0; rc == 0 && i < k; i++)
+            bytes += strlen(ans[i]) + 1;
+        for (int q = 0; q < world; q++)
+            sizes[q] = q == rank ? (double)bytes : 0;
+        if (rc == 0 && spin_comm_allreduce_f64(comm, sizes, world, SPIN_REDUCE_SUM) != SPIN_OK) {
+            fprintf(stderr, "spin generate: %s\n", spin_last_error());
+            rc = 1;
+        }
+        /* a transport failure ends the loop on every rank (the job is broken); a local one (rank 0
+         * out of memory) is carried to the agreement below so every rank makes every broadcast */
+        int local = 0;
+        for (int q = 0; rc == 0 && q < world; q++) {
+            int64_t qlo, qhi;
+            spin_shard_range(m, q, world, &qlo, &qhi);
+            char *buf = malloc((size_t)sizes[q] + 1), *w = buf;
+            if (!buf) {
+                /* it cannot receive the block, and the others are already sending it: a hang that
+                 * only the launcher's end of the job resolves */
+                fprintf(stderr, "spin generate: rank %d: out of memory\n", rank);
+                rc = 1;
+                break;
+            }
+            for (int64_t i = 0; q == rank && i < k; i++) {
+                size_t n = strlen(ans[i]) + 1;
+                memcpy(w, ans[i], n);
+                w += n;
+            }
+            if (sizes[q] > 0 && spin_comm_broadcast_bytes(comm, buf, (size_t)sizes[q], q) != SPIN_OK) {
+                fprintf(stderr, "spin generate: %s\n", spin_last_error());
+                rc = 1;
+            }
+            const char *r = buf;
+            for (int64_t i = qlo; rc == 0 && local == 0 && rank == 0 && i < qhi; i++) {
+                local = !(s->answer[t + i] = strdup(r));
+                r += strlen(r) + 1;
+            }
+            free(buf);
+        }
+        if (local) {
+            fprintf(stderr, "spin generate: out of memory\n");
+            rc = 1;
+        }
+        for (int64_t i = 0; ans && i < k; i++)
+            free(ans[i]);
+        free(ans);
+        free(ids);
+        free(lens);
+        if (rc == 0 && rank == 0 && flush_rows(s, true) != SPIN_OK) {
+            fprintf(stderr, "%sspin generate: %s\n", s->tty ? "\n" : "", spin_last_error());
+            rc = 1;
+        }
+        rc = cli_agree(rc);
+    }
+    free(sizes);
+    /* the tokens of every rank; the decode time of the slowest */
+    double tokens = (double)st->decode_tokens, tmax = st->decode_s;
+    if (rc == 0 && (spin_comm_allreduce_f64(comm, &tokens, 1, SPIN_REDUCE_SUM) != SPIN_OK ||
+                    spin_comm_allreduce_f64(comm, &tmax, 1, SPIN_REDUCE_MAX) != SPIN_OK))
+        rc = 1;
+    st->decode_tokens = (int64_t)tokens;
+    st->decode_s = tmax;
+    return rc;
 }
 
 /* The options that determine the shard's rows, as stored in the sidecar. */
@@ -368,8 +493,11 @@ int cmd_generate(int argc, char **argv) {
     }
     if (rc) {
         free((void *)o.stop);
-        return rc;
+        return cli_agree(rc);
     }
+    /* under mpirun: rank 0 alone looks at, locks and writes the shard; the others generate */
+    int rank = cli_rank(), world = cli_size();
+    bool writer = rank == 0;
     jl_rows rows = {0};
     rc = jl_read_split("generate", input, split, false, false, &rows);
     int64_t start = 0, end = rows.n;
@@ -458,7 +586,7 @@ int cmd_generate(int argc, char **argv) {
     }
     char *path = NULL, *side = NULL;
     json_object *want = NULL;
-    if (rc == 0)
+    if (rc == 0 && writer)
         rc = jl_mkdir("generate", out_dir);
     if (rc == 0) {
         path = jl_join(out_dir, name);
@@ -477,11 +605,11 @@ int cmd_generate(int argc, char **argv) {
         free(rm);
         free(ri);
     }
-    bool exists = path && access(path, F_OK) == 0;
+    bool exists = writer && path && access(path, F_OK) == 0;
     if (rc == 0 && exists && !overwrite)
         rc = same_options(side, want, path);
     int fd = -1;
-    if (rc == 0) {
+    if (rc == 0 && writer) {
         fd = open(path, O_RDWR | O_CREAT, 0666);
         if (fd < 0) {
             fprintf(stderr, "spin generate: cannot open %s: %s\n", path, strerror(errno));
@@ -490,26 +618,31 @@ int cmd_generate(int argc, char **argv) {
     }
     /* one writer per shard: a second run on it would interleave rows */
     struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    if (rc == 0 && fcntl(fd, F_SETLK, &lk) != 0) {
+    if (rc == 0 && writer && fcntl(fd, F_SETLK, &lk) != 0) {
         fprintf(stderr, "spin generate: %s is being written by another process (%s)\n", path,
                 strerror(errno));
         rc = 1;
     }
-    if (rc == 0 && overwrite && ftruncate(fd, 0) != 0) {
+    if (rc == 0 && writer && overwrite && ftruncate(fd, 0) != 0) {
         fprintf(stderr, "spin generate: cannot truncate %s: %s\n", path, strerror(errno));
         rc = 1;
     }
-    if (rc == 0)
+    if (rc == 0 && writer)
         rc = write_sidecar(side, want);
     int64_t done = 0;
-    if (rc == 0)
+    if (rc == 0 && writer)
         rc = resume_scan(fd, path, it, n, &done);
     /* closing the scan's stream dropped the lock (POSIX drops a process's record locks on a file
      * at any close of it): take it again for the writes */
-    if (rc == 0 && fcntl(fd, F_SETLK, &lk) != 0) {
+    if (rc == 0 && writer && fcntl(fd, F_SETLK, &lk) != 0) {
         fprintf(stderr, "spin generate: %s is being written by another process (%s)\n", path,
                 strerror(errno));
         rc = 1;
+    }
+    if (world > 1) { /* rank 0's resume point to every rank */
+        rc = cli_agree(rc);
+        if (rc == 0 && cli_bcast(&done, sizeof done))
+            rc = 1;
     }
     run_state s = {.fd = fd,
                    .path = path,
@@ -526,7 +659,10 @@ int cmd_generate(int argc, char **argv) {
     int32_t **ids = NULL;
     int64_t *lens = NULL;
     spin_gen_stats st = {0};
-    if (rc == 0 && s.n_todo > 0) {
+    if (rc == 0 && world > 1) {
+        s.answer = writer ? calloc((size_t)(s.n_todo ? s.n_todo : 1), sizeof *s.answer) : NULL;
+        rc = generate_rounds(cli_comm(), &g, &o, &s, &st);
+    } else if (rc == 0 && s.n_todo > 0) {
         s.answer = calloc((size_t)s.n_todo, sizeof *s.answer);
         ids = malloc((size_t)s.n_todo * sizeof *ids);
         lens = malloc((size_t)s.n_todo * sizeof *lens);
@@ -550,7 +686,7 @@ int cmd_generate(int argc, char **argv) {
             }
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && writer) {
         fprintf(stderr, "%s", s.tty && s.n_todo ? "\n" : "");
         printf("spin generate: %s: %lld rows (%lld resumed, %lld generated, %lld tokens at %.1f tok/s)%s\n",
                path, (long long)n, (long long)done, (long long)s.n_todo, (long long)st.decode_tokens,
@@ -564,6 +700,8 @@ int cmd_generate(int argc, char **argv) {
         close(fd);
     for (int64_t i = 0; s.answer && i < s.n_todo; i++)
         free(s.answer[i]);
+    if (world > 1)
+        rc = cli_agree(rc);
     free(s.answer);
     free(ids);
     free(lens);

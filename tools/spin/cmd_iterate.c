@@ -8,7 +8,12 @@
  * the plan (each loads, frees and writes its files atomically), so a stage behaves exactly as the
  * command typed by hand. A stage that finished leaves OUTPUT_DIR/iter<t>/<stage>.done; a rerun
  * skips those and resumes the others through the commands' own resume (generate continues its
- * shard, train continues from its newest checkpoint). */
+ * shard, train continues from its newest checkpoint).
+ *
+ * Under mpirun (docs/distributed.md) every rank walks the same plan: generate, score and train run
+ * distributed (every rank calls them); convert and eval run on rank 0 while the others wait for the
+ * stage's agreed status; rank 0 alone decides what is done, writes the markers, the config copy, the
+ * summary and the charts. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
@@ -23,6 +28,7 @@
 #include <unistd.h>
 
 #include "models/safetensors.h"
+#include "tools/spin/cli_comm.h"
 #include "tools/spin/commands.h"
 #include "tools/spin/iterate_config.h"
 #include "tools/spin/iterate_summary.h"
@@ -77,7 +83,11 @@ static void help(FILE *f) {
         "  --dry-run     print the plan (each stage, whether it is done, its command) and exit; writes\n"
         "                only OUTPUT_DIR/train_config.yaml, which the printed commands read\n"
         "  --threads N   CPU threads;  --device D  device (as spin train)\n"
-        "  --help, -h    this help\n");
+        "  --help, -h    this help\n"
+        "\n"
+        "`mpirun -np N spin iterate ...` (a -DSPIN_MPI=ON build): generate, score and train run on the N\n"
+        "ranks (prompts and rows split, data-parallel training); convert and eval run on rank 0 while\n"
+        "the others wait; rank 0 writes every file.\n");
 }
 
 /* ---- argument vectors ---- */
@@ -352,37 +362,51 @@ static double now_s(void) {
 static int run_stage(stage *s) {
     argvec a = {0};
     int rc = av_copy(&a, &s->argv) ? 1 : 0;
-    if (rc == 0 && s->kind == ST_TRAIN) {
-        bool ck, other;
-        train_dir_state(s->output, &ck, &other);
-        if (ck) /* continue the interrupted run (also when it had finished but not been recorded) */
+    int rank = cli_rank();
+    if (s->kind == ST_TRAIN) {
+        bool ck = false, other = false;
+        if (rank == 0) /* rank 0 looks; every rank continues the same way */
+            train_dir_state(s->output, &ck, &other);
+        bool st[2] = {ck, other};
+        rc |= cli_bcast(st, sizeof st);
+        ck = st[0];
+        other = st[1];
+        if (rc == 0 &&
+            ck) /* continue the interrupted run (also when it had finished but not been recorded) */
             rc = av_add(&a, "--resume_from_checkpoint=true");
-        else if (other) /* stopped before its first checkpoint: nothing to keep */
+        else if (rc == 0 && other) /* stopped before its first checkpoint: nothing to keep */
             rc = av_add(&a, "--overwrite_output_dir=true");
     }
-    if (rc == 0 && s->kind == ST_CONVERT && exists(s->output)) {
+    if (rc == 0 && s->kind == ST_CONVERT && rank == 0 && exists(s->output)) {
         /* convert writes each file atomically; files without the marker are rewritten */
         rc = av_add(&a, "--overwrite");
     }
     if (rc) {
         av_free(&a);
         fprintf(stderr, "spin iterate: out of memory\n");
-        return 1;
+        return cli_agree(1);
     }
-    printf("\n== spin iterate: iteration %d: %s\n   ", s->iteration, s->name);
-    print_command(stdout, &a);
-    fflush(stdout);
+    if (rank == 0) {
+        printf("\n== spin iterate: iteration %d: %s\n   ", s->iteration, s->name);
+        print_command(stdout, &a);
+        fflush(stdout);
+    }
     double t0 = now_s();
+    /* generate, score and train are distributed (every rank calls them and they agree on their
+     * status); convert and eval run on rank 0 while the others wait at the agreement below */
     switch (s->kind) {
     case ST_GENERATE: rc = cmd_generate(a.n, a.v); break;
-    case ST_CONVERT: rc = cmd_convert(a.n, a.v); break;
+    case ST_CONVERT: rc = rank == 0 ? cmd_convert(a.n, a.v) : 0; break;
     case ST_SCORE: rc = cmd_score(a.n, a.v); break;
     case ST_TRAIN: rc = cmd_train(a.n, a.v); break;
-    case ST_EVAL: rc = cmd_eval(a.n, a.v); break;
+    case ST_EVAL: rc = rank == 0 ? cmd_eval(a.n, a.v) : 0; break;
     }
     fflush(stdout);
+    rc = cli_agree(rc);
     double dt = now_s() - t0;
     av_free(&a);
+    if (rc != 0 && rank != 0)
+        return rc; /* rank 0 reports it */
     if (rc == 130) {
         fprintf(stderr,
                 "spin iterate: interrupted during %s of iteration %d; rerun the same command to resume\n",
@@ -395,7 +419,7 @@ static int run_stage(stage *s) {
                 s->iteration, s->name, rc);
         return rc;
     }
-    return write_marker(s, dt);
+    return cli_agree(rank == 0 ? write_marker(s, dt) : 0);
 }
 
 /* ---- the configuration of iteration t ---- */
@@ -530,8 +554,9 @@ int cmd_iterate(int argc, char **argv) {
     iterate_config ic;
     if (iterate_config_read(argv[1], &ic) != 0) {
         iterate_config_free(&ic);
-        return 2;
+        return cli_agree(2);
     }
+    int rank = cli_rank();
     /* the root: output_dir of the command line, else of the file (the training part is written there
      * so that the stages, and the commands the plan prints, read it) */
     const char *cli_root = cli_output_dir(argc, argv);
@@ -543,12 +568,14 @@ int cmd_iterate(int argc, char **argv) {
         rc = 2;
     }
     char *yaml = rc ? NULL : path2(root, "train_config.yaml");
-    if (rc == 0)
+    if (rc == 0 && rank == 0)
         rc = mkdirs(root);
-    if (rc == 0 && spin_write_file_atomic(yaml, ic.train_yaml, strlen(ic.train_yaml), true) != SPIN_OK) {
+    if (rc == 0 && rank == 0 &&
+        spin_write_file_atomic(yaml, ic.train_yaml, strlen(ic.train_yaml), true) != SPIN_OK) {
         fprintf(stderr, "spin iterate: %s\n", spin_last_error());
         rc = 1;
     }
+    rc = cli_agree(rc); /* the other ranks read the file rank 0 wrote */
     /* the file and the user's overrides as spin train reads them; --threads/--device applied here */
     train_cli_config c0;
     bool have_c0 = false;
@@ -750,13 +777,16 @@ int cmd_iterate(int argc, char **argv) {
     }
     if (rc == 1)
         fprintf(stderr, "spin iterate: out of memory\n");
+    rc = cli_agree(rc);
 
-    if (rc == 0) {
+    if (rc == 0 && rank == 0) {
         printf("spin iterate: %d iterations of %s (%lld train prompts, %lld test prompts) from %s -> %s\n", T,
                argv[1], (long long)n_train, (long long)n_test, c0.model_name_or_path, root);
         if (shards > 1)
             printf("  train prompts in %lld shards of %lld\n", (long long)shards, (long long)ic.frac_len);
     }
+    if (rc == 0 && own.dry && rank != 0)
+        goto done;
     if (rc == 0 && own.dry) {
         printf("plan (stages marked done are skipped):\n");
         for (int i = 0; i < p.n; i++) {
@@ -782,14 +812,23 @@ int cmd_iterate(int argc, char **argv) {
     /* the run */
     for (int i = 0; rc == 0 && i < p.n; i++) {
         stage *s = &p.s[i];
-        if (stage_done(s)) {
-            printf("== spin iterate: iteration %d: %s done (%s.done)\n", s->iteration, s->name, s->name);
+        /* rank 0's markers decide for every rank */
+        int d = rank == 0 && stage_done(s);
+        if (cli_bcast(&d, sizeof d)) {
+            rc = 1;
+            break;
+        }
+        if (d) {
+            if (rank == 0)
+                printf("== spin iterate: iteration %d: %s done (%s.done)\n", s->iteration, s->name, s->name);
             continue;
         }
-        rc = mkdirs(s->dir) ? 1 : run_stage(s);
+        rc = cli_agree(rank == 0 && mkdirs(s->dir) ? 1 : 0);
+        if (rc == 0)
+            rc = run_stage(s);
     }
-    /* the summary and the charts, from the iteration directories */
-    if (rc == 0) {
+    /* the summary and the charts, from the iteration directories (rank 0) */
+    if (rc == 0 && rank == 0) {
         iterate_row_src *rows = calloc((size_t)T, sizeof *rows);
         char **tests = calloc((size_t)T + 1, sizeof *tests);
         const char **metrics = calloc((size_t)T, sizeof *metrics),
@@ -863,6 +902,7 @@ int cmd_iterate(int argc, char **argv) {
         free(rows);
     }
 done:
+    rc = cli_agree(rc); /* the summary's status */
     for (int t = 0; its && t <= T; t++)
         iteration_free(&its[t]);
     free(its);

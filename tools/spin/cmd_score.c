@@ -1,13 +1,15 @@
 /* spin score: the opponent scoring pass of SPIN as its own stage. The opponent (the model being
  * fine-tuned, before training) runs once over exactly the token rows `spin train` builds from the
  * same config and its summed response log-probs are stored in a fingerprinted file
- * (train/opponent_scores.h), so training holds one model. */
+ * (train/opponent_scores.h), so training holds one model. Under mpirun the rows are split over the
+ * ranks and rank 0 writes the file (the same file as one process's). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tools/spin/cli_comm.h"
 #include "tools/spin/commands.h"
 #include "tools/spin/train_cli.h"
 
@@ -29,7 +31,8 @@ static void help(FILE *f) {
         "  --device D       device, e.g. cpu, opencl:1 (default: SPIN_DEVICE, else the build's accelerator)\n"
         "  --help, -h       this help\n"
         "Examples are scored in batches of per_device_train_batch_size (a row's score does not depend\n"
-        "on its batch).\n"
+        "on its batch). `mpirun -np N spin score ...` (a -DSPIN_MPI=ON build) splits the rows into N\n"
+        "contiguous blocks, one per rank; rank 0 writes the file.\n"
         "\n"
         "%s",
         train_config_help);
@@ -70,7 +73,8 @@ int cmd_score(int argc, char **argv) {
     score_opts o = {0};
     int rc = train_cli_parse("score", argc, argv, &c, own_option, &o);
     if (rc == 1) {
-        help(stdout);
+        if (cli_rank() == 0)
+            help(stdout);
         train_config_free(&c);
         return 0;
     }
@@ -80,17 +84,19 @@ int cmd_score(int argc, char **argv) {
     }
     if (rc == 0)
         rc = train_config_check("score", &c);
+    /* under mpirun every rank makes the same cli_agree calls, so a rank that fails stops the others */
     if (rc) {
         train_config_free(&c);
-        return rc;
+        return cli_agree(rc);
     }
-    if (!strcmp(c.loss_type, "sft") || c.reference_free)
+    int rank = cli_rank();
+    if (rank == 0 && (!strcmp(c.loss_type, "sft") || c.reference_free))
         fprintf(stderr, "spin score: note: %s uses no opponent scores\n",
                 c.reference_free ? "reference_free" : "loss_type sft");
     train_rows r;
     rc = train_rows_build("score", &c, &r); /* r is freeable whatever it returns */
     struct stat st;
-    if (rc == 0 && !o.overwrite && stat(r.scores_path, &st) == 0) {
+    if (rc == 0 && rank == 0 && !o.overwrite && stat(r.scores_path, &st) == 0) {
         fprintf(stderr, "spin score: %s exists (--overwrite replaces it)\n", r.scores_path);
         rc = 1;
     }
@@ -109,14 +115,16 @@ int cmd_score(int argc, char **argv) {
     spin_score_fingerprint fp;
     if (rc == 0)
         rc = train_rows_fingerprint("score", &c, &r, opp, &fp);
+    rc = cli_agree(rc);
     if (rc == 0)
-        rc = train_cli_score("score", opp, &c, &r, chosen, rejected);
-    if (rc == 0 &&
+        rc = train_cli_score("score", opp, &c, &r, chosen, rejected); /* agreed */
+    if (rc == 0 && rank == 0 &&
         spin_scores_write(r.scores_path, &fp, r.rows, r.data.n, chosen, rejected, o.overwrite) != SPIN_OK) {
         fprintf(stderr, "spin score: %s\n", spin_last_error());
         rc = 1;
     }
-    if (rc == 0)
+    rc = cli_agree(rc);
+    if (rc == 0 && rank == 0)
         printf("spin score: %lld %s examples -> %s\n", (long long)r.data.n, spin_data_kind_name(r.data.kind),
                r.scores_path);
     free(chosen);

@@ -2,7 +2,8 @@
  * --key=value overrides) through the trainer of train/trainer.h, against stored opponent scores
  * (mode b, the default: computed first when the file is missing) or the opponent in memory (mode a).
  * Output: output_dir/metrics.jsonl, checkpoint-<step>/ directories, and the final model in Hugging
- * Face layout in output_dir itself (run_spin.py's save_model). */
+ * Face layout in output_dir itself (run_spin.py's save_model). Under mpirun it trains data parallel
+ * (docs/distributed.md): every rank reads the data and the model, rank 0 alone writes. */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <dirent.h>
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tools/spin/cli_comm.h"
 #include "tools/spin/commands.h"
 #include "tools/spin/train_cli.h"
 #include "train/trainer.h"
@@ -43,6 +45,10 @@ static void help(FILE *f) {
         "An output_dir holding a previous run (metrics.jsonl, checkpoint-*, model.safetensors) is an\n"
         "error unless --resume or --overwrite. SIGINT/SIGTERM write a checkpoint and stop; --resume\n"
         "continues bit for bit.\n"
+        "Data parallel: `mpirun -np N spin train ...` (a -DSPIN_MPI=ON build) trains on N ranks, each\n"
+        "taking per_device_train_batch_size examples of every micro-batch (zero_stage: 0 or 1); rank 0\n"
+        "writes the metrics, checkpoints and final model. A checkpoint resumes on any number of ranks\n"
+        "with the same global batch (docs/distributed.md).\n"
         "\n"
         "%s",
         train_config_help);
@@ -223,25 +229,34 @@ static int build_train_config(const train_cli_config *c, const train_rows *r, sp
     return 0;
 }
 
-/* Mode (b): reads the scores file, or computes and writes it first when it is missing. */
+/* Mode (b): reads the scores file, or computes and writes it first when it is missing. Under mpirun
+ * rank 0 decides whether it exists, the ranks score their shares, rank 0 writes it; the result is
+ * agreed. */
 static int opponent_scores(const train_cli_config *c, const train_rows *r, spin_llama *policy, float *chosen,
                            float *rejected) {
     spin_score_fingerprint fp;
-    if (train_rows_fingerprint("train", c, r, policy, &fp) != 0)
+    if (cli_agree(train_rows_fingerprint("train", c, r, policy, &fp)) != 0)
         return 1;
     struct stat st;
-    if (stat(r->scores_path, &st) != 0) {
-        fprintf(stderr,
-                "spin train: no opponent scores at %s: scoring the opponent first (as `spin score`)\n",
-                r->scores_path);
+    int missing = cli_rank() == 0 && stat(r->scores_path, &st) != 0;
+    if (cli_bcast(&missing, sizeof missing))
+        return 1;
+    if (missing) {
+        if (cli_rank() == 0)
+            fprintf(stderr,
+                    "spin train: no opponent scores at %s: scoring the opponent first (as `spin score`)\n",
+                    r->scores_path);
         if (train_cli_score("train", policy, c, r, chosen, rejected) != 0)
-            return 1;
-        if (spin_scores_write(r->scores_path, &fp, r->rows, r->data.n, chosen, rejected, false) != SPIN_OK) {
+            return 1; /* agreed inside */
+        int rc = 0;
+        if (cli_rank() == 0 &&
+            spin_scores_write(r->scores_path, &fp, r->rows, r->data.n, chosen, rejected, false) != SPIN_OK) {
             fprintf(stderr, "spin train: %s\n", spin_last_error());
-            return 1;
+            rc = 1;
         }
-        fprintf(stderr, "spin train: opponent scores written to %s\n", r->scores_path);
-        return 0;
+        if (rc == 0 && cli_rank() == 0)
+            fprintf(stderr, "spin train: opponent scores written to %s\n", r->scores_path);
+        return cli_agree(rc);
     }
     if (spin_scores_read(r->scores_path, &fp, r->rows, r->data.n, chosen, rejected) != SPIN_OK) {
         const char *ex = strstr(spin_last_error(), "example ");
@@ -253,9 +268,9 @@ static int opponent_scores(const train_cli_config *c, const train_rows *r, spin_
             fprintf(stderr, "spin train: %s\n", spin_last_error());
         fprintf(stderr, "  (the scores do not belong to this model, data and settings: rerun `spin score ... "
                         "--overwrite`, or delete the file and they are computed again)\n");
-        return 1;
+        return cli_agree(1);
     }
-    return 0;
+    return cli_agree(0);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -263,7 +278,8 @@ int cmd_train(int argc, char **argv) {
     bool dry = false;
     int rc = train_cli_parse("train", argc, argv, &c, own_option, &dry);
     if (rc == 1) {
-        help(stdout);
+        if (cli_rank() == 0)
+            help(stdout);
         train_config_free(&c);
         return 0;
     }
@@ -283,10 +299,13 @@ int cmd_train(int argc, char **argv) {
                 train_config_where(&c, "weight_decay"), c.weight_decay);
         rc = 2;
     }
+    /* under mpirun every return before the training makes one cli_agree call, so a rank that stops
+     * early stops the others at their first agreement */
     if (rc) {
         train_config_free(&c);
-        return rc;
+        return cli_agree(rc);
     }
+    int rank = cli_rank(), world = cli_size();
     spin_loss_type lt;
     spin_loss_type_from_name(c.loss_type, &lt);
     bool need_ref = lt != SPIN_LOSS_SFT && !c.reference_free,
@@ -296,7 +315,7 @@ int cmd_train(int argc, char **argv) {
     rc = train_rows_build("train", &c, &r);
     int64_t total = 0, warmup = 0;
     if (rc == 0) {
-        total = spin_sched_total_steps(c.num_train_epochs, r.data.n, c.per_device_train_batch_size, 1,
+        total = spin_sched_total_steps(c.num_train_epochs, r.data.n, c.per_device_train_batch_size, world,
                                        c.gradient_accumulation_steps, c.max_steps);
         warmup = spin_sched_warmup_steps(c.warmup_ratio, c.warmup_steps, total);
         if (total < 1) {
@@ -304,17 +323,30 @@ int cmd_train(int argc, char **argv) {
             rc = 2;
         }
     }
+    if (rc == 0 && dry && rank != 0) {
+        train_rows_free(&r);
+        train_config_free(&c);
+        return cli_agree(0);
+    }
     if (rc == 0 && dry) {
         train_config_print(stdout, &c);
         printf("data: %lld %s examples; template %s; eos id %d, pad id %d\n", (long long)r.data.n,
                spin_data_kind_name(r.data.kind), spin_chat_template_name(r.tpl), r.collate.eos_id,
                r.collate.pad_id);
-        printf(
-            "steps: %lld total, %lld warmup (per_device_train_batch_size %lld x gradient_accumulation_steps "
-            "%lld = %lld examples per update)\n",
-            (long long)total, (long long)warmup, (long long)c.per_device_train_batch_size,
-            (long long)c.gradient_accumulation_steps,
-            (long long)(c.per_device_train_batch_size * c.gradient_accumulation_steps));
+        if (world > 1)
+            printf("steps: %lld total, %lld warmup (per_device_train_batch_size %lld x %d ranks x "
+                   "gradient_accumulation_steps %lld = %lld examples per update; zero_stage %lld)\n",
+                   (long long)total, (long long)warmup, (long long)c.per_device_train_batch_size, world,
+                   (long long)c.gradient_accumulation_steps,
+                   (long long)(c.per_device_train_batch_size * world * c.gradient_accumulation_steps),
+                   (long long)c.zero_stage);
+        else
+            printf("steps: %lld total, %lld warmup (per_device_train_batch_size %lld x "
+                   "gradient_accumulation_steps "
+                   "%lld = %lld examples per update)\n",
+                   (long long)total, (long long)warmup, (long long)c.per_device_train_batch_size,
+                   (long long)c.gradient_accumulation_steps,
+                   (long long)(c.per_device_train_batch_size * c.gradient_accumulation_steps));
         struct stat st;
         printf("opponent: %s%s%s\n",
                !need_ref   ? "none ("
@@ -329,9 +361,9 @@ int cmd_train(int argc, char **argv) {
         memory_estimate(&c, &r.mcfg, opp_model);
         train_rows_free(&r);
         train_config_free(&c);
-        return 0;
+        return cli_agree(0);
     }
-    if (rc == 0) {
+    if (rc == 0 && rank == 0) { /* rank 0 alone looks at and clears output_dir */
         char what[1024];
         previous_run(c.output_dir, what, sizeof what);
         if (c.overwrite_output_dir && (same_dir(c.output_dir, c.model_name_or_path) ||
@@ -361,8 +393,11 @@ int cmd_train(int argc, char **argv) {
     if (rc == 0 && need_ref && !opp_model) {
         sc = malloc((size_t)r.data.n * sizeof *sc);
         sr = malloc((size_t)r.data.n * sizeof *sr);
-        rc = sc && sr ? opponent_scores(&c, &r, policy, sc, sr) : 1;
+        rc = sc && sr ? 0 : 1;
     }
+    rc = cli_agree(rc);
+    if (rc == 0 && need_ref && !opp_model)
+        rc = opponent_scores(&c, &r, policy, sc, sr); /* agreed */
     if (rc == 0 && r.data.kind == SPIN_DATA_SPPO) {
         pc = malloc((size_t)r.data.n * sizeof *pc);
         pw = malloc((size_t)r.data.n * sizeof *pw);
@@ -377,8 +412,13 @@ int cmd_train(int argc, char **argv) {
     spin_train_config tc;
     if (rc == 0)
         rc = build_train_config(&c, &r, &tc);
+    if (rc == 0 && world > 1) {
+        tc.comm = cli_comm();
+        tc.zero_stage = (int)c.zero_stage;
+    }
+    rc = cli_agree(rc);
     spin_train_result res = {0};
-    if (rc == 0) {
+    if (rc == 0 && rank == 0)
         fprintf(stderr,
                 "spin train: %lld %s examples, %lld updates (%lld warmup), loss %s, opponent %s -> %s\n",
                 (long long)r.data.n, spin_data_kind_name(r.data.kind), (long long)total, (long long)warmup,
@@ -387,6 +427,11 @@ int cmd_train(int argc, char **argv) {
                 : opp_model ? "model"
                             : "stored scores",
                 c.output_dir);
+    if (rc == 0 && rank == 0 && world > 1)
+        fprintf(stderr, "spin train: data parallel over %d ranks (%s), zero_stage %lld, global batch %lld\n",
+                world, spin_comm_kind(tc.comm), (long long)c.zero_stage,
+                (long long)(c.per_device_train_batch_size * world));
+    if (rc == 0) {
         spin_train_data td = {.policy = policy,
                               .reference = ref,
                               .examples = r.rows,
@@ -397,16 +442,19 @@ int cmd_train(int argc, char **argv) {
                               .probs_win = pw,
                               .probs_lose = pl,
                               .collate = r.collate};
+        /* under mpirun a failure is agreed inside: rank 0's message names a failing rank */
         if (spin_train_run(&tc, &td, &res) != SPIN_OK) {
-            fprintf(stderr, "spin train: %s\n", spin_last_error());
+            if (rank == 0)
+                fprintf(stderr, "spin train: %s\n", spin_last_error());
             rc = 1;
         }
     }
     if (rc == 0 && res.interrupted && res.global_step < res.total_steps) {
-        fprintf(stderr, "spin train: stopped at step %lld of %lld; checkpoint %s (--resume continues)\n",
-                (long long)res.global_step, (long long)res.total_steps, res.last_checkpoint);
+        if (rank == 0)
+            fprintf(stderr, "spin train: stopped at step %lld of %lld; checkpoint %s (--resume continues)\n",
+                    (long long)res.global_step, (long long)res.total_steps, res.last_checkpoint);
         rc = c.stop_after > 0 ? 0 : 130;
-    } else if (rc == 0) {
+    } else if (rc == 0 && rank == 0) {
         /* run_spin.py's save_model(output_dir): the final weights in HF layout beside the checkpoints */
         if (spin_llama_save_as(policy, c.output_dir, spin_llama_dtype(policy), c.resume_from_checkpoint) !=
             SPIN_OK) {
@@ -418,6 +466,8 @@ int cmd_train(int argc, char **argv) {
                    c.output_dir);
         }
     }
+    if (world > 1)
+        rc = cli_agree(rc); /* every rank returns once rank 0 has written the final model */
     free(sc);
     free(sr);
     free(pc);

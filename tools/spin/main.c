@@ -1,7 +1,9 @@
 /* The spin command line: subcommand dispatch. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "tools/spin/cli_comm.h"
 #include "tools/spin/commands.h"
 
 static void usage(FILE *f) {
@@ -30,7 +32,7 @@ static void usage(FILE *f) {
                "  OPENBLAS_CORETYPE  OpenBLAS kernel; spin picks one from the CPU's features when unset\n");
 }
 
-int main(int argc, char **argv) {
+static int run(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -43,6 +45,18 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) {
         printf("spin %s (commit %s)\n", SPIN_VERSION, SPIN_GIT_COMMIT);
         return 0;
+    }
+    /* under mpirun only the distributed commands run; any other would write its files once per rank */
+    static const char *const dist[] = {"train", "generate", "score", "iterate", "info", "selftest"};
+    bool ok = cli_launched_size() == 1;
+    for (size_t i = 0; !ok && i < sizeof dist / sizeof *dist; i++)
+        ok = !strcmp(cmd, dist[i]);
+    if (!ok) {
+        fprintf(stderr,
+                "spin %s: runs in one process; under mpirun only train, generate, score and iterate run "
+                "(docs/distributed.md)\n",
+                cmd);
+        return 2;
     }
     if (!strcmp(cmd, "info"))
         return cmd_info(argc - 1, argv + 1);
@@ -75,4 +89,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "spin: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    int rc = run(argc, argv);
+    cli_comm_end(); /* every rank finalises MPI, or the launcher reports the job as failed */
+    return rc;
 }

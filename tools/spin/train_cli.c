@@ -14,6 +14,7 @@
 #include "backends/backends.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "tools/spin/cli_comm.h"
 #include "tools/spin/train_cli.h"
 
 /* ---- the command line ---- */
@@ -83,7 +84,8 @@ int train_cli_parse(const char *cmd, int argc, char **argv, train_cli_config *c,
             return 2;
         i += consumed;
     }
-    train_config_print_ignored(cmd, c);
+    if (cli_rank() == 0) /* once per job */
+        train_config_print_ignored(cmd, c);
     return 0;
 }
 
@@ -593,7 +595,7 @@ int train_cli_load_model(const char *cmd, const train_cli_config *c, spin_llama 
 typedef struct {
     const char *cmd;
     struct timespec t0;
-    bool tty;
+    bool tty, quiet;
     int64_t last_tenth;
 } progress_ctx;
 
@@ -605,6 +607,8 @@ static double since(const struct timespec *t0) {
 
 static void on_progress(void *ctx, int64_t done, int64_t total) {
     progress_ctx *p = ctx;
+    if (p->quiet)
+        return;
     double el = since(&p->t0);
     double eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
     /* a terminal gets one line rewritten in place; a log file a line at every tenth of the work */
@@ -617,18 +621,45 @@ static void on_progress(void *ctx, int64_t done, int64_t total) {
             eta, p->tty ? "   " : "\n");
 }
 
+/* Under mpirun: every rank's block of scores to every rank, copied as bytes (rank order = row order). */
+static int gather_scores(const char *cmd, spin_comm *comm, int64_t n, float *chosen, float *rejected) {
+    for (int q = 0; q < spin_comm_size(comm); q++) {
+        int64_t b, e;
+        spin_shard_range(n, q, spin_comm_size(comm), &b, &e);
+        size_t bytes = (size_t)(e - b) * sizeof *chosen;
+        if (bytes && (spin_comm_broadcast_bytes(comm, chosen + b, bytes, q) != SPIN_OK ||
+                      spin_comm_broadcast_bytes(comm, rejected + b, bytes, q) != SPIN_OK)) {
+            fprintf(stderr, "spin %s: gathering the scores: %s\n", cmd, spin_last_error());
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int train_cli_score(const char *cmd, spin_llama *opp, const train_cli_config *c, const train_rows *r,
                     float *chosen, float *rejected) {
-    progress_ctx p = {.cmd = cmd, .tty = isatty(2)};
+    /* under mpirun each rank scores its contiguous block of rows (a row's score does not depend on
+     * its batch); rank 0 reports its own block's progress */
+    int rank = cli_rank(), world = cli_size();
+    int64_t b, e;
+    spin_shard_range(r->data.n, rank, world, &b, &e);
+    progress_ctx p = {.cmd = cmd, .tty = isatty(2) && rank == 0, .quiet = rank != 0};
     clock_gettime(CLOCK_MONOTONIC, &p.t0);
-    spin_status s = spin_score_examples(opp, r->rows, r->data.n, c->per_device_train_batch_size, &r->collate,
-                                        false, chosen, rejected, on_progress, &p);
+    spin_status s = e > b ? spin_score_examples(opp, r->rows + b, e - b, c->per_device_train_batch_size,
+                                                &r->collate, false, chosen + b, rejected + b, on_progress, &p)
+                          : SPIN_OK;
     if (p.tty)
         fputc('\n', stderr);
-    if (s != SPIN_OK) {
-        fprintf(stderr, "spin %s: scoring the opponent: %s\n", cmd, spin_last_error());
+    if (s != SPIN_OK)
+        fprintf(stderr, "spin %s: %sscoring the opponent: %s\n", cmd, world > 1 ? "this rank: " : "",
+                spin_last_error());
+    int rc = cli_agree(s != SPIN_OK);
+    if (rc == 0 && world > 1)
+        rc = cli_agree(gather_scores(cmd, cli_comm(), r->data.n, chosen, rejected));
+    if (rc != 0)
         return 1;
-    }
-    fprintf(stderr, "spin %s: scored %lld examples in %.1f s\n", cmd, (long long)r->data.n, since(&p.t0));
+    if (rank == 0)
+        fprintf(stderr, "spin %s: scored %lld examples in %.1f s%s\n", cmd, (long long)r->data.n,
+                since(&p.t0), world > 1 ? " (rows split over the ranks)" : "");
     return 0;
 }

@@ -59,7 +59,9 @@ bool train_cli_bf16(const train_cli_config *c);
 int train_cli_load_model(const char *cmd, const train_cli_config *c, spin_llama **out);
 
 /* Runs the opponent over the rows (no grad) with a progress line on stderr, writing chosen[n] and
- * rejected[n]. Returns 0, or prints and returns 1. */
+ * rejected[n]. Returns 0, or prints and returns 1. Under mpirun (cli_comm.h) every rank calls it:
+ * each scores its block of rows (spin_shard_range), every rank gets all the scores, and the status
+ * is agreed. */
 int train_cli_score(const char *cmd, spin_llama *opp, const train_cli_config *c, const train_rows *r,
                     float *chosen, float *rejected);
 

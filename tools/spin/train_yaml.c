@@ -41,8 +41,8 @@ static const char R_EVAL[] =
     "spin train does not evaluate while training (run `spin eval` on the checkpoints)";
 static const char R_HUB[] = "nothing is uploaded to the Hugging Face Hub";
 static const char R_DIST[] =
-    "spin runs one process on one device (--device / SPIN_DEVICE); the global batch is "
-    "per_device_train_batch_size x gradient_accumulation_steps";
+    "the processes come from the launcher (mpirun -np N, docs/distributed.md), one device each (--device / "
+    "SPIN_DEVICE); the global batch is per_device_train_batch_size x ranks x gradient_accumulation_steps";
 static const char R_LOG[] = "messages follow SPIN_LOG_LEVEL; metrics go to output_dir/metrics.jsonl";
 static const char R_PEFT[] = "only used with use_peft, which is not supported";
 static const char R_COMPILE[] = "a torch/CUDA execution setting with no counterpart here";
@@ -118,6 +118,7 @@ static const key_def keys[] = {
     U(opponent_scores, K_STR),
     U(on_nonfinite, K_STR),
     U(stop_after, K_INT),
+    U(zero_stage, K_INT),
     /* TrainingArguments: evaluation */
     IGN(do_train, "spin train always trains"),
     ONLY(do_eval, "|false|null|", R_EVAL),
@@ -269,6 +270,9 @@ const char train_config_help[] =
     "  save_steps N (default 500, with save_strategy steps)  save_total_limit N (default null: keep all)\n"
     "  on_nonfinite stop|skip   a NaN/Inf loss or gradient stops the run or skips the update (default stop)\n"
     "  stop_after N             stop with a checkpoint after N updates of this run (default 0: never)\n"
+    "  zero_stage N             under mpirun: 0 = every rank keeps the whole optimizer, 1 = ZeRO-1 (the\n"
+    "                           optimizer state and f32 masters sharded); 2 and 3 (DeepSpeed's gradient\n"
+    "                           and parameter sharding) are refused (default 0; docs/distributed.md)\n"
     "Other keys of uclaml/SPIN's ModelArguments, DataArguments and SPINConfig/TrainingArguments are\n"
     "accepted and listed as ignored with the reason, or refused when they ask for something spin does\n"
     "not do (use_peft: true, fp16: true, do_eval: true, push_to_hub: true, ...). docs/spin.md has the "
@@ -832,6 +836,13 @@ int train_config_check(const char *cmd, const train_cli_config *c) {
         return bad(cmd, c, "seed", "must be >= 0 (got %s)", NUM(c->seed));
     if (c->stop_after < 0)
         return bad(cmd, c, "stop_after", "must be >= 0 (got %s)", NUM(c->stop_after));
+    if (c->zero_stage == 2 || c->zero_stage == 3)
+        return bad(cmd, c, "zero_stage",
+                   "%s is not implemented: spin shards the optimizer state (1, ZeRO-1) but not the gradients "
+                   "(2) or the parameters (3); use 1",
+                   NUM(c->zero_stage));
+    if (c->zero_stage != 0 && c->zero_stage != 1)
+        return bad(cmd, c, "zero_stage", "must be 0 or 1 (got %s)", NUM(c->zero_stage));
     if (c->overwrite_output_dir && c->resume_from_checkpoint)
         return bad(cmd, c, "resume_from_checkpoint", "%s", "cannot be combined with overwrite_output_dir");
     static const char *const dtypes[] = {"auto", "float32", "bfloat16"};

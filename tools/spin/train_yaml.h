@@ -43,6 +43,7 @@ typedef struct {
     /* output */
     char *output_dir, *save_strategy, *on_nonfinite;
     int64_t logging_steps, save_steps, save_total_limit, stop_after;
+    int64_t zero_stage; /* data parallel under mpirun: 0 or 1 (ZeRO-1); 2 and 3 are refused */
     bool overwrite_output_dir, resume_from_checkpoint;
     /* where each key was last set ("config.yaml:12", "--beta=0.2", "default"), by key index */
     char (*where)[TRAIN_WHERE_LEN];
