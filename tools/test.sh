@@ -145,11 +145,12 @@ else
     skip "opencl (PoCL)" "OpenCL packages (ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev) not installable"
 fi
 # Data parallel over MPI (docs/distributed.md): build-mpi with -DSPIN_MPI=ON, then the tests that
-# ctest registers only there (2 ranks under mpirun, one OpenMP thread each).
+# ctest registers only there (2 ranks under mpirun, one OpenMP thread each; test_cli_mpi: the spin
+# CLI's train / generate / score / iterate on 2 ranks against 1 process).
 mpi() {
     cmake -S . -B build-mpi -DSPIN_MPI=ON -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
-        cmake --build build-mpi -j"$jobs" --target test_dist_train test_comm &&
-        (cd build-mpi && ctest --output-on-failure -R '^test_(dist_train|rank_killed|comm)$')
+        cmake --build build-mpi -j"$jobs" --target test_dist_train test_comm spin st_nerr &&
+        (cd build-mpi && ctest --output-on-failure -R '^test_(dist_train|rank_killed|comm|cli_mpi)$')
 }
 if spin_install_mpi_deps; then
     phase "mpi (2 ranks)" mpi
