@@ -73,7 +73,7 @@ real_model_skipped=""
 # selftest table, kernels it lacks through the CPU fallback (counted). PoCL's kernel cache lives in
 # build-ocl/, so only the first run compiles (CLBlast's kernels alone take ~12 s cold).
 opencl() {
-    local cache="$root/build-ocl/pocl-cache"
+    local cache="$root/build-ocl/pocl-cache" t_start=$SECONDS
     cmake -S . -B build-ocl -DBACKEND=opencl -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
         cmake --build build-ocl -j"$jobs" && mkdir -p "$cache" || return 1
     POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/test_ops_device >/tmp/spin-ocl-ops.txt 2>&1 ||
@@ -90,6 +90,30 @@ opencl() {
     POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/spin selftest >/tmp/spin-ocl-selftest.txt 2>&1 ||
         { cat /tmp/spin-ocl-selftest.txt; return 1; }
     grep '^selftest on' /tmp/spin-ocl-selftest.txt
+    # Model and training parity against the CPU device in one process (one SPIN step's loss,
+    # gradients and update; greedy generation with the KV cache); its skip (77) is a failure here
+    local s t0=$SECONDS rc
+    POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/test_opencl_parity >/tmp/spin-ocl-parity.txt 2>&1 ||
+        { cat /tmp/spin-ocl-parity.txt; return 1; }
+    grep -E '^    |^\[  (PASSED|FAILED) ' /tmp/spin-ocl-parity.txt | sed 's/^ */test_opencl_parity: /'
+    echo "test_opencl_parity: $((SECONDS - t0)) s"
+    # The CLI end to end on the device with the OpenCL build's spin (the scripts take the binary,
+    # spin takes SPIN_DEVICE): reformat -> generate -> convert -> eval -> train -> iterate (skipped,
+    # exit 77, without ../shared/data/alpaca_5000.json), and spin demo --quick + spin iterate.
+    for s in data iterate; do
+        t0=$SECONDS
+        POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 bash tests/cli/test_$s.sh build-ocl/bin/spin >/tmp/spin-ocl-cli-$s.txt 2>&1
+        rc=$?
+        if [ $rc = 77 ]; then
+            echo "test_cli_$s on opencl:0: $(grep -m1 '^SKIP' /tmp/spin-ocl-cli-$s.txt)"
+        elif [ $rc != 0 ]; then
+            grep -v '^ok: ' /tmp/spin-ocl-cli-$s.txt
+            return 1
+        else
+            echo "test_cli_$s on opencl:0: $(grep -c '^ok: ' /tmp/spin-ocl-cli-$s.txt) checks passed ($((SECONDS - t0)) s)"
+        fi
+    done
+    echo "opencl phase: $((SECONDS - t_start)) s"
 }
 
 # The GPU backends where no GPU is needed to build them: every kernel of the shared text compiled by
