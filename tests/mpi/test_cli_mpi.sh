@@ -4,7 +4,8 @@
 #   score    the scores file byte for byte (a row's score does not depend on its batch or rank);
 #   train    2 ranks x batch 2 == 1 process x batch 4, zero_stage 0 and 1: final model.safetensors
 #            within a normalised error ||a - b|| / ||b|| <= 1e-6 (measured ~3e-8; f32 sums in
-#            another order), one metrics writer, zero_stage 3 refused naming the key;
+#            another order), one metrics writer, zero_stage 3 refused naming the key; bf16 with
+#            ZeRO-1 and the scores computed by train itself (scores byte for byte, model <= 1e-6);
 #   resume   a 2-rank checkpoint (stop_after) continued by 1 process with the same global batch ==
 #            the straight run (<= 1e-6), another global batch refused;
 #   generate greedy shards byte for byte, also resumed by 2 ranks from a torn 1-process file;
@@ -70,6 +71,14 @@ ok "train: ZeRO-1 == 1 process (final model)" within o3/model.safetensors o1/mod
 err "train: zero_stage 3 refused naming the key" "zero_stage: 3 is not implemented" \
     run2 "$spin" train config.yaml $T --zero_stage=3 --output_dir=o9
 ok "train: a refused run writes nothing" [ ! -e o9 ]
+
+# bf16 weights (their config's bf16: true) under ZeRO-1, the scores file missing: train scores the
+# opponent first with the rows split, rank 0 writes it (the same bytes as one process's)
+B="--learning_rate=1e-3 --logging_steps=1 --max_steps=3 --save_strategy=no"
+ok "train bf16: 1 process (scores computed first)" "$spin" train config.yaml $B --per_device_train_batch_size=4 --scores=b1.jsonl --output_dir=b1
+ok "train bf16: 2 ranks, zero_stage 1 (scores computed first)" run2 "$spin" train config.yaml $B --per_device_train_batch_size=2 --zero_stage=1 --scores=b2.jsonl --output_dir=b2
+ok "train bf16: the scores file, byte for byte" cmp b1.jsonl b2.jsonl
+ok "train bf16: ZeRO-1 == 1 process (final model)" within b2/model.safetensors b1/model.safetensors 1e-6
 
 # ---- resume: 2 ranks stop after 2 updates, 1 process (batch 4: the same global batch) finishes ----
 ok "resume: 2 ranks stop at a checkpoint" run2 "$spin" train config.yaml $T --per_device_train_batch_size=2 --stop_after=2 --output_dir=o4

@@ -595,7 +595,7 @@ int train_cli_load_model(const char *cmd, const train_cli_config *c, spin_llama 
 typedef struct {
     const char *cmd;
     struct timespec t0;
-    bool tty, quiet;
+    bool tty, quiet, block; /* block: under mpirun, rank 0 reports its own rows */
     int64_t last_tenth;
 } progress_ctx;
 
@@ -616,9 +616,9 @@ static void on_progress(void *ctx, int64_t done, int64_t total) {
     if (!p->tty && (tenth == p->last_tenth || done == total))
         return;
     p->last_tenth = tenth;
-    fprintf(stderr, "%sspin %s: scoring the opponent: %lld/%lld examples, %.1f/s, ETA %.0f s%s",
-            p->tty ? "\r" : "", p->cmd, (long long)done, (long long)total, el > 0 ? (double)done / el : 0,
-            eta, p->tty ? "   " : "\n");
+    fprintf(stderr, "%sspin %s: scoring the opponent: %lld/%lld examples%s, %.1f/s, ETA %.0f s%s",
+            p->tty ? "\r" : "", p->cmd, (long long)done, (long long)total,
+            p->block ? " of rank 0's block" : "", el > 0 ? (double)done / el : 0, eta, p->tty ? "   " : "\n");
 }
 
 /* Under mpirun: every rank's block of scores to every rank, copied as bytes (rank order = row order). */
@@ -643,7 +643,7 @@ int train_cli_score(const char *cmd, spin_llama *opp, const train_cli_config *c,
     int rank = cli_rank(), world = cli_size();
     int64_t b, e;
     spin_shard_range(r->data.n, rank, world, &b, &e);
-    progress_ctx p = {.cmd = cmd, .tty = isatty(2) && rank == 0, .quiet = rank != 0};
+    progress_ctx p = {.cmd = cmd, .tty = isatty(2) && rank == 0, .quiet = rank != 0, .block = world > 1};
     clock_gettime(CLOCK_MONOTONIC, &p.t0);
     spin_status s = e > b ? spin_score_examples(opp, r->rows + b, e - b, c->per_device_train_batch_size,
                                                 &r->collate, false, chosen + b, rejected + b, on_progress, &p)
