@@ -1,5 +1,7 @@
 /* bench_ops: per-op throughput (GFLOP/s or GB/s) on the default device, next to the machine's
- * measured fp32 FMA peak and the raw BLAS sgemm on the same matmul shapes.
+ * measured fp32 FMA peak and the raw BLAS sgemm on the same matmul shapes. On a device other than
+ * the CPU every row is measured again on the CPU device in the same process, right after the
+ * device's run, and both times are printed.
  *
  * Every number is the best of at least 5 timed runs after one untimed warm-up run (runs repeat
  * until 0.2 s of timed work has accumulated); the clock stops only after the device has
@@ -21,6 +23,7 @@
 #include "backends/cpu/cpu_kernels.h"
 #include "core/autograd.h"
 #include "core/device.h"
+#include "core/dispatch.h"
 #include "core/tensor.h"
 #include "ops/ops.h"
 
@@ -54,6 +57,7 @@
 typedef struct {
     bool quick, force;
     const char *json;
+    const char *device; /* --device SPEC; NULL: SPIN_DEVICE, else the build's accelerator */
     char *ops[32];
     int n_ops;
 } options;
@@ -67,13 +71,20 @@ typedef struct {
     double raw, peak; /* raw BLAS GFLOP/s on the same shape; the machine's FMA peak */
     int64_t m, k, n;  /* matmul rows: [m, k] @ [k, n] */
     char note[96];
+    /* the same row on the CPU device (only when the device measured is not the CPU) */
+    bool cpu_ok;
+    double cpu_seconds;
+    char cpu_err[200];
+    uint64_t fallbacks; /* kernel launches of the device's runs that went to the CPU fallback */
 } row;
 
 #define MAX_ROWS 64
 static row rows[MAX_ROWS];
 static int n_rows;
 static options opt;
-static spin_device *dev;
+static spin_device *dev;      /* the device the row being measured runs on */
+static spin_device *main_dev; /* the device asked for */
+static spin_device *cpu_dev;  /* the CPU, when main_dev is another device; else NULL */
 
 static void sync_dev(void) {
     if (dev->backend->synchronize)
@@ -102,6 +113,31 @@ static row *new_row(const char *op, const char *group, const char *shape, const 
     snprintf(r->metric, sizeof r->metric, "%s", metric);
     fprintf(stderr, "  measuring %s %s\n", op, shape);
     return r;
+}
+
+/* The device against the CPU device, row by row: best times and CPU time / device time (> 1: the
+ * device is faster). */
+static void print_compare(void) {
+    char dcol[40];
+    snprintf(dcol, sizeof dcol, "%s ms", main_dev->backend->name);
+    printf("\n%s against the CPU device (same process, same inputs, each row on the CPU right after "
+           "the device)\n",
+           main_dev->name);
+    printf("%-16s %-34s %11s %11s %9s  %s\n", "op", "shape", dcol, "cpu ms", "cpu/dev", "note");
+    printf("%.*s\n", 108,
+           "---------------------------------------------------------------------"
+           "---------------------------------------------------------------------");
+    for (int i = 0; i < n_rows; i++) {
+        const row *r = &rows[i];
+        char d[32], c[32], ratio[16];
+        snprintf(d, sizeof d, r->ok ? "%.3f" : "n/a", r->seconds * 1e3);
+        snprintf(c, sizeof c, r->cpu_ok ? "%.3f" : "n/a", r->cpu_seconds * 1e3);
+        snprintf(ratio, sizeof ratio, r->ok && r->cpu_ok ? "%.3f" : "-", r->cpu_seconds / r->seconds);
+        printf("%-16s %-34s %11s %11s %9s  %s%s%s%s%s\n", r->op, r->shape, d, c, ratio,
+               r->fallbacks ? "device runs used the CPU fallback " : "",
+               r->ok ? "" : "device: ", r->ok ? "" : r->err,
+               r->cpu_ok ? "" : " cpu: ", r->cpu_ok ? "" : r->cpu_err);
+    }
 }
 
 static void print_row(const row *r) {
@@ -821,6 +857,13 @@ static int write_json(const char *path, int threads, const peak_info *pk) {
             fputs(", \"value\": null, \"error\": ", f);
             bench_json_str(f, r->err);
         }
+        if (cpu_dev) { /* the same row on the CPU device, and the device's CPU fallback launches */
+            if (r->cpu_ok)
+                fprintf(f, ", \"cpu_time_ms\": %.4f", r->cpu_seconds * 1e3);
+            else
+                fputs(", \"cpu_time_ms\": null", f);
+            fprintf(f, ", \"cpu_fallbacks\": %llu", (unsigned long long)r->fallbacks);
+        }
         if (!strcmp(r->group, "matmul")) {
             if (r->has_raw)
                 fprintf(f, ", \"raw\": %.3f", r->raw);
@@ -855,11 +898,34 @@ static void cpu_model(char *buf, size_t size) {
     fclose(f);
 }
 
+/* Measures one row (a bench_* call, which adds exactly one row) on the device, then, when that is
+ * not the CPU, the same row on the CPU device; the CPU's result is folded into the device's row. */
+#define MEASURE(call)                                                               \
+    do {                                                                            \
+        uint64_t fb0 = spin_fallback_total(main_dev);                               \
+        dev = main_dev;                                                             \
+        call;                                                                       \
+        rows[n_rows - 1].fallbacks = spin_fallback_total(main_dev) - fb0;           \
+        if (cpu_dev) {                                                              \
+            dev = cpu_dev;                                                          \
+            call;                                                                   \
+            dev = main_dev;                                                         \
+            const row *c_ = &rows[--n_rows];                                        \
+            row *r_ = &rows[n_rows - 1];                                            \
+            r_->cpu_ok = c_->ok;                                                    \
+            r_->cpu_seconds = c_->seconds;                                          \
+            snprintf(r_->cpu_err, sizeof r_->cpu_err, "%s", c_->ok ? "" : c_->err); \
+        }                                                                           \
+    } while (0)
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: bench_ops [--quick] [--op NAME[,NAME..]]... [--json FILE [--force]]\n"
+    fprintf(f, "usage: bench_ops [--quick] [--device D] [--op NAME[,NAME..]]... [--json FILE [--force]]\n"
                "  Per-op throughput on the default device (SPIN_DEVICE), with the machine's fp32 FMA\n"
                "  peak and the raw BLAS sgemm on the same matmul shapes. Best of >= 5 runs after a\n"
-               "  warm-up; threads from OMP_NUM_THREADS.\n"
+               "  warm-up; threads from OMP_NUM_THREADS. On a device other than the CPU each row is\n"
+               "  also measured on the CPU device and a second table compares the two.\n"
+               "  --device D     device, e.g. cpu, opencl:0 (default: SPIN_DEVICE, else the build's\n"
+               "                 accelerator)\n"
                "  --quick        smaller set for CI (no n=2048, no lm head, 128 tokens for the\n"
                "                 vocabulary-sized ops)\n"
                "  --op NAME      only these rows: matmul, attention, rmsnorm, softmax,\n"
@@ -885,6 +951,8 @@ static int parse_args(int argc, char **argv) {
             opt.quick = true;
         } else if (!strcmp(a, "--force")) {
             opt.force = true;
+        } else if (!strcmp(a, "--device") && i + 1 < argc) {
+            opt.device = argv[++i];
         } else if (!strcmp(a, "--json") && i + 1 < argc) {
             opt.json = argv[++i];
         } else if (!strcmp(a, "--op") && i + 1 < argc) {
@@ -919,10 +987,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     dev = spin_init();
+    if (dev && opt.device)
+        dev = spin_device_from_spec(opt.device);
     if (!dev) {
         fprintf(stderr, "bench_ops: no device: %s\n", spin_last_error());
         return 1;
     }
+    main_dev = dev;
+    cpu_dev = dev == spin_cpu_device() ? NULL : spin_cpu_device();
     int threads = omp_get_max_threads();
     char cpu[160];
     cpu_model(cpu, sizeof cpu);
@@ -945,35 +1017,35 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 4; i++) {
             if (opt.quick && sq[i] > 1024)
                 continue;
-            bench_matmul("matmul", sq[i], sq[i], sq[i], false, pk.peak, NULL);
+            MEASURE(bench_matmul("matmul", sq[i], sq[i], sq[i], false, pk.peak, NULL));
         }
         /* SmolLM2-135M at 512 tokens: hidden 576, 9 query / 3 kv heads of 64, MLP 1536. */
-        bench_matmul("matmul", 512, 576, 576, false, pk.peak, "q/o proj");
-        bench_matmul("matmul", 512, 576, 192, false, pk.peak, "k/v proj");
-        bench_matmul("matmul", 512, 576, 1536, false, pk.peak, "gate/up");
-        bench_matmul("matmul", 512, 1536, 576, false, pk.peak, "down");
+        MEASURE(bench_matmul("matmul", 512, 576, 576, false, pk.peak, "q/o proj"));
+        MEASURE(bench_matmul("matmul", 512, 576, 192, false, pk.peak, "k/v proj"));
+        MEASURE(bench_matmul("matmul", 512, 576, 1536, false, pk.peak, "gate/up"));
+        MEASURE(bench_matmul("matmul", 512, 1536, 576, false, pk.peak, "down"));
         if (!opt.quick) {
-            bench_matmul("matmul", 512, 576, 49152, true, pk.peak, "lm head");
+            MEASURE(bench_matmul("matmul", 512, 576, 49152, true, pk.peak, "lm head"));
         }
     }
     if (selected("attention", "attention")) {
-        bench_attention(1, 9, 3, 512, 64);
+        MEASURE(bench_attention(1, 9, 3, 512, 64));
     }
     if (selected("rmsnorm", "rmsnorm")) {
-        bench_rmsnorm(512, 576);
+        MEASURE(bench_rmsnorm(512, 576));
     }
     int64_t vocab_tokens = opt.quick ? 128 : 512;
     if (selected("softmax", "softmax")) {
-        bench_softmax(vocab_tokens, 49152);
+        MEASURE(bench_softmax(vocab_tokens, 49152));
     }
     if (selected("linear_logprob", "cross_entropy")) {
-        bench_linear_logprob(vocab_tokens, 576, 49152, 0);
+        MEASURE(bench_linear_logprob(vocab_tokens, 576, 49152, 0));
     }
     if (selected("logprob_gather", "cross_entropy")) {
-        bench_logprob_gather(vocab_tokens, 49152);
+        MEASURE(bench_logprob_gather(vocab_tokens, 49152));
     }
     if (selected("mlp_mix", "mix")) {
-        bench_mix(512, 576, 1536);
+        MEASURE(bench_mix(512, 576, 1536));
     }
 
     fprintf(stderr, "  measuring fma peak again\n");
@@ -993,6 +1065,8 @@ int main(int argc, char **argv) {
            "---------------------------------------------------------------------");
     for (int i = 0; i < n_rows; i++)
         print_row(&rows[i]);
+    if (cpu_dev)
+        print_compare();
 
     /* targets */
     bool any_target = false;
