@@ -80,9 +80,10 @@ opencl() {
         { cat /tmp/spin-ocl-ops.txt; return 1; }
     grep -E '^\[  (PASSED|FAILED) |^CPU fallbacks' /tmp/spin-ocl-ops.txt
     # the optimizer kernels, the losses and the trainer's golden trajectories on the OpenCL device;
-    # the tiled GEMM kernel (backends/kernels/gemm.cl, SPIN_GEMM=tiled) against the CPU matmul
+    # the tiled GEMM kernel (backends/kernels/gemm.cl, SPIN_GEMM=tiled) against the CPU matmul;
+    # the group reductions at work-group widths 32 and 64 (SPIN_ROW_GROUP)
     local t
-    for t in test_optim test_pref_loss test_trainer test_gemm_tiled; do
+    for t in test_optim test_pref_loss test_trainer test_gemm_tiled test_group_width; do
         POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/$t >/tmp/spin-ocl-$t.txt 2>&1 ||
             { cat /tmp/spin-ocl-$t.txt; return 1; }
         grep -E '^\[  (PASSED|FAILED) ' /tmp/spin-ocl-$t.txt | sed "s/^/$t: /"

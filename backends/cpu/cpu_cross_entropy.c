@@ -6,6 +6,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/cpu_math.h"
+#include "backends/cpu/id_errors.h"
 
 #define PAR_MIN 32768
 
@@ -14,10 +15,7 @@
 static spin_status check_targets(const char *kname, const int32_t *t, int64_t n, int64_t v, int64_t ignore) {
     for (int64_t r = 0; r < n; r++)
         if (t[r] != ignore && (t[r] < 0 || t[r] >= v))
-            return spin_fail(SPIN_ERR_INVALID,
-                             "%s: target %d at row %lld is outside [0, %lld) and is not the "
-                             "ignore index %lld",
-                             kname, (int)t[r], (long long)r, (long long)v, (long long)ignore);
+            return spin_bad_target_error(kname, t[r], r, v, ignore);
     return SPIN_OK;
 }
 

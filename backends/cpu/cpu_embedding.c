@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/id_errors.h"
 
 /* Columns per scatter-add task (a partition fixed independently of the thread count). */
 #define COL_BLOCK 64
@@ -12,9 +13,7 @@
 static spin_status check_ids(const char *kernel, const int32_t *ids, int64_t n, int64_t v) {
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= v)
-            return spin_fail(SPIN_ERR_INVALID,
-                             "%s: token id %d at position %lld outside the vocabulary of %lld", kernel,
-                             ids[i], (long long)i, (long long)v);
+            return spin_bad_id_error(kernel, ids[i], i, v);
     return SPIN_OK;
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/cpu/id_errors.h"
 #include "backends/gpu/gpu_blas.h"
 #include "backends/gpu/gpu_kernel_list.h"
 #include "backends/gpu/gpu_vendor.h"
@@ -72,7 +73,9 @@ typedef struct {
     char gemm_note[256]; /* why the tiled kernel is used, when it is */
     gpuDeviceProp prop;
     char arch[72];
-    void *scratch; /* GRAD_SUMSQ's block partials; reused (the stream is in order) */
+    void *scratch;     /* GRAD_SUMSQ's block partials; reused (the stream is in order) */
+    void *ids_scratch; /* id checks' flag and EMBEDDING_BACK's chains (ids.cl); reused */
+    size_t ids_scratch_bytes;
     size_t scratch_bytes;
 } gpu_ctx;
 
@@ -99,6 +102,8 @@ static void gpu_device_close(spin_device *dev) {
         gpu_blas_close(c->blas);
     if (c->scratch)
         log_if_failed(gpuFree(c->scratch), "gpuFree", dev);
+    if (c->ids_scratch)
+        log_if_failed(gpuFree(c->ids_scratch), "gpuFree", dev);
     if (c->stream)
         log_if_failed(gpuStreamDestroy(c->stream), "gpuStreamDestroy", dev);
     free(c);
@@ -388,10 +393,24 @@ static spin_status launch_run(spin_device *dev, const launch *l, int64_t total) 
 
 /* ---- elementwise kernels ---- */
 
+/* The copy kernel for a dtype pair (supports() admits only these): f32/i32 among themselves,
+ * f32 <-> bf16/f16 (backends/kernels/cast.cl), bf16 -> bf16 and f16 -> f16. */
+static spin_gpu_kid copy_kid(spin_dtype x, spin_dtype y) {
+    if (x == y)
+        return x == SPIN_I32 ? GK_copy_i32 : x == SPIN_F32 ? GK_copy_f32 : GK_copy_b16;
+    if (x == SPIN_F32)
+        return y == SPIN_I32 ? GK_copy_f32_i32 : y == SPIN_BF16 ? GK_copy_f32_bf16 : GK_copy_f32_f16;
+    if (y == SPIN_F32)
+        return x == SPIN_I32 ? GK_copy_i32_f32 : x == SPIN_BF16 ? GK_copy_bf16_f32 : GK_copy_f16_f32;
+    return GK_COUNT;
+}
+
 static spin_status gpu_COPY(struct spin_device *dev, const spin_kcall *c) {
     const spin_view *x = &c->in[0], *y = &c->out[0];
-    spin_gpu_kid kid = x->dtype == SPIN_I32 ? (y->dtype == SPIN_I32 ? GK_copy_i32 : GK_copy_i32_f32)
-                                            : (y->dtype == SPIN_I32 ? GK_copy_f32_i32 : GK_copy_f32);
+    spin_gpu_kid kid = copy_kid(x->dtype, y->dtype);
+    if (kid == GK_COUNT)
+        return spin_fail(SPIN_ERR_UNSUPPORTED, "COPY %s -> %s has no %s kernel", spin_dtype_name(x->dtype),
+                         spin_dtype_name(y->dtype), GPU_VENDOR);
     launch l = launch_begin(kid, y);
     arg_view(&l, x);
     arg_view(&l, y);
@@ -722,6 +741,211 @@ static spin_status gpu_ADAMW_STEP(struct spin_device *dev, const spin_kcall *c) 
     return launch_run(dev, &l, n);
 }
 
+/* ---- RNG (backends/kernels/rng.cl): core/rng.c's counter-based Philox, element by element ---- */
+
+static spin_status rng(spin_device *dev, const spin_kcall *c, spin_gpu_kid kid) {
+    const spin_view *y = &c->out[0];
+    int64_t n = numel(y);
+    launch l = launch_of(kid);
+    arg_i64(&l, n);
+    arg_buf(&l, y);
+    arg_i64(&l, c->p.i[0]);
+    arg_i64(&l, c->p.i[1]);
+    return launch_run(dev, &l, n);
+}
+
+static spin_status gpu_RNG_UNIFORM(struct spin_device *dev, const spin_kcall *c) {
+    return rng(dev, c, GK_rng_uniform_f32);
+}
+
+static spin_status gpu_RNG_NORMAL(struct spin_device *dev, const spin_kcall *c) {
+    return rng(dev, c, GK_rng_normal_f32);
+}
+
+/* ---- kernels that index with ids (embedding.cl, cross_entropy.cl): ids checked first (ids.cl) ---- */
+
+/* ids_scratch with room for `ints` 32-bit integers: [0] the check's flag, then EMBEDDING_BACK's
+ * chains. */
+static spin_status ids_scratch(spin_device *dev, size_t ints) {
+    gpu_ctx *cx = ctx_of(dev);
+    size_t need = ints * sizeof(int);
+    if (cx->ids_scratch_bytes >= need)
+        return SPIN_OK;
+    if (cx->ids_scratch) { /* launches queued on the stream may still use it */
+        GPU_CHECK(gpuStreamSynchronize(cx->stream));
+        GPU_CHECK(gpuFree(cx->ids_scratch));
+    }
+    cx->ids_scratch = gpu_alloc(dev, need);
+    cx->ids_scratch_bytes = cx->ids_scratch ? need : 0;
+    return cx->ids_scratch ? SPIN_OK : SPIN_ERR_OOM;
+}
+
+static launch check_ids_launch(const spin_view *ids, int64_t n, int64_t v, int64_t ignore, void *flag) {
+    launch l = launch_of(GK_check_ids_i32);
+    arg_i64(&l, n);
+    arg_buf(&l, ids);
+    arg_i64(&l, v);
+    arg_i64(&l, ignore);
+    arg_ptr(&l, flag);
+    arg_i64(&l, 0);
+    return l;
+}
+
+/* *pos = the first position of ids (n, contiguous) holding an id outside [0, v) that is not
+ * `ignore`, and *id that id; *pos = -1 when there is none. The flag is read right after the check
+ * (4 bytes, the stream synchronised), so a bad id fails this kernel call with the CPU's message
+ * before anything reads through it. */
+static spin_status first_bad_id(spin_device *dev, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
+                                int64_t *pos, int32_t *id) {
+    *pos = -1;
+    if (n <= 0)
+        return SPIN_OK;
+    if (n > INT_MAX)
+        return spin_fail(SPIN_ERR_UNSUPPORTED, "%lld ids: the device id check counts positions in 32 bits",
+                         (long long)n);
+    launch l = check_ids_launch(ids, n, v, ignore, NULL);
+    SPIN_TRY(check_args(&l)); /* before the allocation (test_gpu_launch_args) */
+    SPIN_TRY(ids_scratch(dev, 1));
+    gpu_ctx *cx = ctx_of(dev);
+    l = check_ids_launch(ids, n, v, ignore, cx->ids_scratch);
+    int bad = (int)n;
+    SPIN_TRY(gpu_from_host(dev, cx->ids_scratch, 0, &bad, sizeof bad));
+    SPIN_TRY(launch_run(dev, &l, n));
+    SPIN_TRY(gpu_to_host(dev, &bad, cx->ids_scratch, 0, sizeof bad));
+    if (bad < n) {
+        *pos = bad;
+        SPIN_TRY(gpu_to_host(dev, id, ids->buf, (ids->offset + (size_t)bad) * sizeof *id, sizeof *id));
+    }
+    return SPIN_OK;
+}
+
+#define NO_IGNORE INT64_MIN /* no i32 id equals it */
+
+static spin_status gpu_EMBEDDING(struct spin_device *dev, const spin_kcall *c) {
+    const spin_view *w = &c->in[0], *ids = &c->in[1], *y = &c->out[0];
+    const int64_t v = w->shape[0], cols = w->shape[1], n = numel(ids);
+    launch l = rows_begin(spin_dtype_size(w->dtype) == 4 ? GK_embedding_b32 : GK_embedding_b16, cols);
+    arg_i64(&l, n * cols);
+    arg_buf(&l, w);
+    arg_buf(&l, ids);
+    arg_buf(&l, y);
+    SPIN_TRY(check_args(&l)); /* before the id check's device work (test_gpu_launch_args) */
+    int64_t pos;
+    int32_t id;
+    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
+    if (pos >= 0)
+        return spin_bad_id_error("embedding", id, pos, v);
+    return launch_run(dev, &l, n * cols);
+}
+
+static spin_status embedding_back_launches(spin_device *dev, const spin_kcall *c, int64_t v, int64_t cols,
+                                           int64_t n, void *s, bool run);
+
+/* dw by chains of positions per id (ids.cl, embedding.cl): heads [V] and next [N] in ids_scratch. */
+static spin_status gpu_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall *c) {
+    const spin_view *ids = &c->in[0], *dw = &c->out[0];
+    const int64_t v = c->p.i[0], cols = dw->shape[1], n = numel(ids);
+    if (v != dw->shape[0])
+        return spin_fail(SPIN_ERR_INVALID, "embedding backward: V = %lld but dw has %lld rows", (long long)v,
+                         (long long)dw->shape[0]);
+    SPIN_TRY(embedding_back_launches(dev, c, v, cols, n, NULL, false)); /* test_gpu_launch_args */
+    int64_t pos;
+    int32_t id;
+    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
+    if (pos >= 0)
+        return spin_bad_id_error("embedding backward", id, pos, v);
+    SPIN_TRY(ids_scratch(dev, (size_t)(1 + v + n)));
+    return embedding_back_launches(dev, c, v, cols, n, ctx_of(dev)->ids_scratch, true);
+}
+
+/* EMBEDDING_BACK's three launches over the scratch s; with run false only their arguments are
+ * checked against the kernels' signatures. */
+static spin_status embedding_back_launches(spin_device *dev, const spin_kcall *c, int64_t v, int64_t cols,
+                                           int64_t n, void *s, bool run) {
+    const spin_view *ids = &c->in[0], *dy = &c->in[1], *dw = &c->out[0];
+    launch h = launch_of(GK_fill_heads_i32);
+    arg_i64(&h, v);
+    arg_ptr(&h, s);
+    arg_i64(&h, 1);
+    arg_int(&h, (int)n);
+    SPIN_TRY(run ? launch_run(dev, &h, v) : check_args(&h));
+    launch ch = launch_of(GK_embedding_heads_i32);
+    arg_i64(&ch, n);
+    arg_buf(&ch, ids);
+    arg_ptr(&ch, s);
+    arg_i64(&ch, 1);
+    arg_ptr(&ch, s);
+    arg_i64(&ch, 1 + v);
+    SPIN_TRY(run ? launch_run(dev, &ch, n) : check_args(&ch));
+    launch l = rows_begin(GK_embedding_back_f32, cols);
+    arg_i64(&l, v * cols);
+    arg_buf(&l, dy);
+    arg_ptr(&l, s);
+    arg_i64(&l, 1);
+    arg_ptr(&l, s);
+    arg_i64(&l, 1 + v);
+    arg_buf(&l, dw);
+    arg_int(&l, (int)n);
+    return run ? launch_run(dev, &l, v * cols) : check_args(&l);
+}
+
+static spin_status gpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
+    int64_t rows, cols, pos;
+    int32_t id;
+    rows_cols(&c->in[0], &rows, &cols);
+    launch l = rows_begin(GK_ce_rows_f32, cols);
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->in[1]);
+    for (int i = 0; i < 3; i++)
+        arg_buf(&l, &c->out[i]);
+    arg_i64(&l, c->p.i[0]);
+    SPIN_TRY(check_args(&l)); /* before the id check's device work (test_gpu_launch_args) */
+    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
+    if (pos >= 0)
+        return spin_bad_target_error("CE_ROWS", id, pos, cols, c->p.i[0]);
+    return rows_run(dev, &l, rows);
+}
+
+static spin_status gpu_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
+    int64_t rows, cols, pos;
+    int32_t id;
+    rows_cols(&c->in[0], &rows, &cols);
+    launch l = rows_begin(GK_ce_rows_back_f32, cols);
+    arg_i64(&l, rows * cols);
+    for (int i = 0; i < 4; i++)
+        arg_buf(&l, &c->in[i]);
+    arg_buf(&l, &c->out[0]);
+    arg_i64(&l, c->p.i[0]);
+    SPIN_TRY(check_args(&l)); /* before the id check's device work (test_gpu_launch_args) */
+    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
+    if (pos >= 0)
+        return spin_bad_target_error("CE_ROWS_BACK", id, pos, cols, c->p.i[0]);
+    return launch_run(dev, &l, rows * cols);
+}
+
+/* ---- TOPK (backends/kernels/topk.cl) ---- */
+
+#define TOPK_ROUNDS_MAX 64 /* up to this k, k rounds of a group reduction per row; else ranks */
+
+static spin_status gpu_TOPK(struct spin_device *dev, const spin_kcall *c) {
+    int64_t rows, cols;
+    rows_cols(&c->in[0], &rows, &cols);
+    const int64_t k = c->p.i[0];
+    if (k < 0 || k > cols)
+        return spin_fail(SPIN_ERR_INVALID, "TOPK: k = %lld outside [0, %lld]", (long long)k, (long long)cols);
+    if (k == 0 || rows == 0)
+        return SPIN_OK;
+    const bool rounds = k <= TOPK_ROUNDS_MAX;
+    launch l = rows_begin(rounds ? GK_topk_rounds_f32 : GK_topk_rank_f32, cols);
+    if (!rounds)
+        arg_i64(&l, rows * cols);
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->out[0]);
+    arg_buf(&l, &c->out[1]);
+    arg_i64(&l, k);
+    return rounds ? rows_run(dev, &l, rows) : launch_run(dev, &l, rows * cols);
+}
+
 /* ---- MATMUL: the vendor BLAS where the operands' layout allows, else the tiled kernel ---- */
 
 /* The last two dims of v as a row-major BLAS operand: transposed or not, leading dimension. */
@@ -887,8 +1111,25 @@ static bool gpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         f32_or_i32 &= in[i] == SPIN_F32 || in[i] == SPIN_I32;
     for (int i = 0; i < n_out; i++)
         f32_or_i32 &= out[i] == SPIN_F32 || out[i] == SPIN_I32;
-    if (k == SPIN_K_COPY || k == SPIN_K_FILL || k == SPIN_K_ARANGE)
+    if (k == SPIN_K_COPY)
+        return copy_kid(in[0], out[0]) != GK_COUNT;
+    if (k == SPIN_K_FILL || k == SPIN_K_ARANGE)
         return f32_or_i32;
+    if (k == SPIN_K_EMBEDDING) /* a row copy of any float table */
+        return in[1] == SPIN_I32 && in[0] != SPIN_I32 && out[0] == in[0];
+    if (k == SPIN_K_EMBEDDING_BACK)
+        return in[0] == SPIN_I32 && in[1] == SPIN_F32 && out[0] == SPIN_F32;
+    if (k == SPIN_K_CE_ROWS || k == SPIN_K_CE_ROWS_BACK) { /* f32 but the targets (slot 1, i32) */
+        for (int i = 0; i < n_in; i++)
+            if (in[i] != (i == 1 ? SPIN_I32 : SPIN_F32))
+                return false;
+        for (int i = 0; i < n_out; i++)
+            if (out[i] != SPIN_F32)
+                return false;
+        return true;
+    }
+    if (k == SPIN_K_TOPK)
+        return in[0] == SPIN_F32 && out[0] == SPIN_F32 && out[1] == SPIN_I32;
     if (k == SPIN_K_ROPE)
         return in[0] == SPIN_F32 && in[1] == SPIN_I32 && in[2] == SPIN_F32 && out[0] == SPIN_F32;
     if (k == SPIN_K_ARGMAX)
@@ -956,6 +1197,8 @@ static const spin_backend gpu_backend = {
                 E_(LOGSIGMOID) E_(CLAMP) E_(SILU_BACK) E_(GELU_BACK) E_(RELU_BACK) E_(LOGSIGMOID_BACK)
                 E_(CLAMP_BACK) E_(MATMUL) E_(SOFTMAX) E_(LOG_SOFTMAX) E_(SOFTMAX_BACK) E_(LOG_SOFTMAX_BACK)
                 E_(RMSNORM) E_(RMSNORM_BACK) E_(LAYERNORM) E_(LAYERNORM_BACK) E_(ROPE) E_(ARGMAX)
+                E_(RNG_UNIFORM) E_(RNG_NORMAL) E_(EMBEDDING) E_(EMBEDDING_BACK) E_(CE_ROWS) E_(CE_ROWS_BACK)
+                E_(TOPK)
                 E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)},
 /* clang-format on */
 #undef E_

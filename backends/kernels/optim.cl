@@ -20,14 +20,14 @@ typedef unsigned int optim_u32;
 typedef unsigned short optim_u16;
 #endif
 
-/* One work-group of ROW_GROUP per block: each work-item sums a fixed strided subset, then the
+/* One work-group (LOCAL_SIZE0 work-items) per block: each work-item sums a fixed strided subset, then the
  * group's fixed-order tree. part[b] = sum of g^2 over block b. */
 KERNEL grad_sumsq_blocks_f32(i64 n, GLOBAL const float *g, i64 go, GLOBAL acc_t *part) {
-    LOCAL acc_t scratch[ROW_GROUP];
+    LOCAL acc_t scratch[ROW_GROUP_MAX];
     const i64 b = GROUP_ID0, lo = b * OPTIM_BLOCK;
     const i64 hi = n - lo < OPTIM_BLOCK ? n : lo + OPTIM_BLOCK;
     acc_t s = 0;
-    for (i64 i = lo + LOCAL_ID0; i < hi; i += ROW_GROUP) {
+    for (i64 i = lo + LOCAL_ID0; i < hi; i += LOCAL_SIZE0) {
         const acc_t v = g[go + i];
         s += v * v;
     }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/cpu/id_errors.h"
 #include "core/device.h"
 #include "core/log.h"
 
@@ -143,9 +144,16 @@ static int ocl_device_count(void) {
 
 /* ---- the device context: context, queue, program and cached kernels ---- */
 
+#define ROW_GROUP 64      /* as backends/kernels/spin_kernel.h */
+#define ROW_GROUP_MAX 256 /* as backends/kernels/spin_kernel.h */
+
 /* clang-format off */
 #define OCL_KERNELS(X)                                                                              \
     X(copy_f32) X(copy_i32) X(copy_f32_i32) X(copy_i32_f32) X(fill_f32) X(fill_i32)                 \
+    X(copy_f32_bf16) X(copy_bf16_f32) X(copy_f32_f16) X(copy_f16_f32) X(copy_b16)                   \
+    X(check_ids_i32) X(fill_heads_i32) X(embedding_heads_i32) X(embedding_b32) X(embedding_b16)     \
+    X(embedding_back_f32) X(ce_rows_f32) X(ce_rows_back_f32) X(topk_rounds_f32) X(topk_rank_f32)    \
+    X(rng_uniform_f32) X(rng_normal_f32)                                                            \
     X(arange_f32) X(arange_i32) X(where_f32) X(where_i32) X(reduce_axis_f32)                        \
     X(add_f32) X(sub_f32) X(mul_f32) X(div_f32)                                                     \
     X(scale_f32) X(exp_f32) X(log_f32) X(sqrt_f32) X(rsqrt_f32) X(neg_f32) X(silu_f32) X(gelu_f32)  \
@@ -183,7 +191,10 @@ typedef struct {
     bool fp64;
     cl_mem scratch; /* GRAD_SUMSQ's block partials; reused (the queue is in order) */
     size_t scratch_bytes;
-    bool gemm_tiled; /* SPIN_GEMM=tiled: MATMUL through the shared tiled kernel instead of CLBlast */
+    cl_mem ids_scratch; /* id checks' flag and EMBEDDING_BACK's chains (ids.cl); reused */
+    size_t ids_scratch_bytes;
+    size_t row_group; /* work-items per row kernel group: SPIN_ROW_GROUP, default 64 */
+    bool gemm_tiled;  /* SPIN_GEMM=tiled: MATMUL through the shared tiled kernel instead of CLBlast */
 } ocl_ctx;
 
 static ocl_ctx *ctx_of(spin_device *dev) {
@@ -230,6 +241,8 @@ static void ocl_device_close(spin_device *dev) {
             clReleaseKernel(c->kernels[k]);
     if (c->scratch)
         clReleaseMemObject(c->scratch);
+    if (c->ids_scratch)
+        clReleaseMemObject(c->ids_scratch);
     if (c->program)
         clReleaseProgram(c->program);
     if (c->queue)
@@ -238,6 +251,24 @@ static void ocl_device_close(spin_device *dev) {
         clReleaseContext(c->ctx);
     free(c);
     dev->ctx = NULL;
+}
+
+/* SPIN_ROW_GROUP: the work-group width of the row kernels (a power of two, 32 to 256, at most the
+ * device's group limit; default 64). test_group_width runs the reductions at 32 and 64 with it. */
+static spin_status row_group_choice(ocl_ctx *c) {
+    const char *rg = getenv("SPIN_ROW_GROUP");
+    c->row_group = ROW_GROUP;
+    if (!rg || !*rg)
+        return SPIN_OK;
+    char *end;
+    long w = strtol(rg, &end, 10);
+    if (*end || w < 32 || w > ROW_GROUP_MAX || (w & (w - 1)) || (size_t)w > c->max_group)
+        return spin_fail(SPIN_ERR_INVALID,
+                         "SPIN_ROW_GROUP='%s': expected a power of two from 32 to %d (this device allows "
+                         "groups of up to %zu)",
+                         rg, ROW_GROUP_MAX, c->max_group);
+    c->row_group = (size_t)w;
+    return SPIN_OK;
 }
 
 static spin_status ocl_device_open(spin_device *dev, int index) {
@@ -279,6 +310,8 @@ static spin_status ocl_device_open(spin_device *dev, int index) {
     if (s == SPIN_OK && gemm && *gemm && strcmp(gemm, "tiled") && strcmp(gemm, "blas"))
         s = spin_fail(SPIN_ERR_INVALID, "SPIN_GEMM='%s': expected 'blas' or 'tiled'", gemm);
     c->gemm_tiled = gemm && !strcmp(gemm, "tiled");
+    if (s == SPIN_OK)
+        s = row_group_choice(c);
     if (s == SPIN_OK)
         s = build_program(c);
     if (s != SPIN_OK) {
@@ -433,10 +466,24 @@ static spin_status launch_run(spin_device *dev, launch *l, int64_t total) {
 
 /* ---- kernels ---- */
 
+/* The copy kernel for a dtype pair (supports() admits only these): f32/i32 among themselves,
+ * f32 <-> bf16/f16 (backends/kernels/cast.cl), bf16 -> bf16 and f16 -> f16. */
+static ocl_kid copy_kid(spin_dtype x, spin_dtype y) {
+    if (x == y)
+        return x == SPIN_I32 ? OK_copy_i32 : x == SPIN_F32 ? OK_copy_f32 : OK_copy_b16;
+    if (x == SPIN_F32)
+        return y == SPIN_I32 ? OK_copy_f32_i32 : y == SPIN_BF16 ? OK_copy_f32_bf16 : OK_copy_f32_f16;
+    if (y == SPIN_F32)
+        return x == SPIN_I32 ? OK_copy_i32_f32 : x == SPIN_BF16 ? OK_copy_bf16_f32 : OK_copy_f16_f32;
+    return OK_COUNT;
+}
+
 static spin_status ocl_COPY(struct spin_device *dev, const spin_kcall *c) {
     const spin_view *x = &c->in[0], *y = &c->out[0];
-    ocl_kid kid = x->dtype == SPIN_I32 ? (y->dtype == SPIN_I32 ? OK_copy_i32 : OK_copy_i32_f32)
-                                       : (y->dtype == SPIN_I32 ? OK_copy_f32_i32 : OK_copy_f32);
+    ocl_kid kid = copy_kid(x->dtype, y->dtype);
+    if (kid == OK_COUNT)
+        return spin_fail(SPIN_ERR_UNSUPPORTED, "COPY %s -> %s has no OpenCL kernel",
+                         spin_dtype_name(x->dtype), spin_dtype_name(y->dtype));
     launch l = launch_begin(dev, kid, y);
     arg_view(&l, x);
     arg_view(&l, y);
@@ -559,8 +606,6 @@ OCL_WRAP_(CLAMP_BACK, backward, OK_clamp_back_f32)
 
 /* ---- row kernels: contiguous [rows, cols] views, one work-group of ROW_GROUP per row ---- */
 
-#define ROW_GROUP 64 /* as backends/kernels/spin_kernel.h */
-
 static void rows_cols(const spin_view *v, int64_t *rows, int64_t *cols) {
     *cols = v->ndim ? v->shape[v->ndim - 1] : 1;
     *rows = *cols ? numel(v) / *cols : 0;
@@ -584,9 +629,10 @@ static spin_status rows_run(spin_device *dev, launch *l, int64_t rows) {
         return args_failed(l);
     if (rows <= 0)
         return SPIN_OK;
-    if (ctx_of(dev)->max_group < ROW_GROUP)
-        return spin_fail(SPIN_ERR_DEVICE, "%s: work-groups of %d are not supported", dev->name, ROW_GROUP);
-    size_t local = ROW_GROUP, global = (size_t)rows * ROW_GROUP;
+    if (ctx_of(dev)->max_group < ctx_of(dev)->row_group)
+        return spin_fail(SPIN_ERR_DEVICE, "%s: work-groups of %zu are not supported", dev->name,
+                         ctx_of(dev)->row_group);
+    size_t local = ctx_of(dev)->row_group, global = (size_t)rows * local;
     CL_CHECK(clEnqueueNDRangeKernel(ctx_of(dev)->queue, l->k, 1, NULL, &global, &local, 0, NULL, NULL));
     return SPIN_OK;
 }
@@ -791,6 +837,190 @@ static spin_status ocl_ADAMW_STEP(struct spin_device *dev, const spin_kcall *c) 
     return launch_run(dev, &l, n);
 }
 
+/* ---- RNG (backends/kernels/rng.cl): core/rng.c's counter-based Philox, element by element ---- */
+
+static spin_status rng(spin_device *dev, const spin_kcall *c, ocl_kid kid) {
+    const spin_view *y = &c->out[0];
+    int64_t n = numel(y);
+    launch l = {ctx_of(dev)->kernels[kid], 0, CL_SUCCESS, 0};
+    arg_i64(&l, n);
+    arg_buf(&l, y);
+    arg_i64(&l, c->p.i[0]);
+    arg_i64(&l, c->p.i[1]);
+    return launch_run(dev, &l, n);
+}
+
+static spin_status ocl_RNG_UNIFORM(struct spin_device *dev, const spin_kcall *c) {
+    return rng(dev, c, OK_rng_uniform_f32);
+}
+
+static spin_status ocl_RNG_NORMAL(struct spin_device *dev, const spin_kcall *c) {
+    return rng(dev, c, OK_rng_normal_f32);
+}
+
+/* ---- kernels that index with ids (embedding.cl, cross_entropy.cl): ids checked first (ids.cl) ---- */
+
+/* ids_scratch with room for `ints` 32-bit integers: [0] the check's flag, then EMBEDDING_BACK's
+ * chains. Queued launches keep a released buffer alive until they finish. */
+static spin_status ids_scratch(spin_device *dev, size_t ints) {
+    ocl_ctx *cx = ctx_of(dev);
+    size_t need = ints * sizeof(cl_int);
+    if (cx->ids_scratch_bytes >= need)
+        return SPIN_OK;
+    if (cx->ids_scratch)
+        clReleaseMemObject(cx->ids_scratch);
+    cx->ids_scratch = ocl_alloc(dev, need);
+    cx->ids_scratch_bytes = cx->ids_scratch ? need : 0;
+    return cx->ids_scratch ? SPIN_OK : SPIN_ERR_OOM;
+}
+
+/* *pos = the first position of ids (n, contiguous) holding an id outside [0, v) that is not
+ * `ignore`, and *id that id; *pos = -1 when there is none. The flag is read right after the check
+ * (one 4-byte blocking read), so a bad id fails this kernel call with the CPU's message before
+ * anything reads through it. */
+static spin_status first_bad_id(spin_device *dev, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
+                                int64_t *pos, int32_t *id) {
+    *pos = -1;
+    if (n <= 0)
+        return SPIN_OK;
+    if (n > INT32_MAX)
+        return spin_fail(SPIN_ERR_UNSUPPORTED, "%lld ids: the device id check counts positions in 32 bits",
+                         (long long)n);
+    SPIN_TRY(ids_scratch(dev, 1));
+    ocl_ctx *cx = ctx_of(dev);
+    cl_int bad = (cl_int)n;
+    SPIN_TRY(ocl_from_host(dev, cx->ids_scratch, 0, &bad, sizeof bad));
+    launch l = {cx->kernels[OK_check_ids_i32], 0, CL_SUCCESS, 0};
+    arg_i64(&l, n);
+    arg_buf(&l, ids);
+    arg_i64(&l, v);
+    arg_i64(&l, ignore);
+    arg_(&l, sizeof cx->ids_scratch, &cx->ids_scratch);
+    arg_i64(&l, 0);
+    SPIN_TRY(launch_run(dev, &l, n));
+    SPIN_TRY(ocl_to_host(dev, &bad, cx->ids_scratch, 0, sizeof bad));
+    if (bad < n) {
+        *pos = bad;
+        SPIN_TRY(ocl_to_host(dev, id, ids->buf, (ids->offset + (size_t)bad) * sizeof *id, sizeof *id));
+    }
+    return SPIN_OK;
+}
+
+#define NO_IGNORE INT64_MIN /* no i32 id equals it */
+
+static spin_status ocl_EMBEDDING(struct spin_device *dev, const spin_kcall *c) {
+    const spin_view *w = &c->in[0], *ids = &c->in[1], *y = &c->out[0];
+    const int64_t v = w->shape[0], cols = w->shape[1], n = numel(ids);
+    int64_t pos;
+    int32_t id;
+    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
+    if (pos >= 0)
+        return spin_bad_id_error("embedding", id, pos, v);
+    launch l = rows_begin(dev, spin_dtype_size(w->dtype) == 4 ? OK_embedding_b32 : OK_embedding_b16, cols);
+    arg_i64(&l, n * cols);
+    arg_buf(&l, w);
+    arg_buf(&l, ids);
+    arg_buf(&l, y);
+    return launch_run(dev, &l, n * cols);
+}
+
+/* dw by chains of positions per id (ids.cl, embedding.cl): heads [V] and next [N] in ids_scratch. */
+static spin_status ocl_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall *c) {
+    const spin_view *ids = &c->in[0], *dy = &c->in[1], *dw = &c->out[0];
+    const int64_t v = c->p.i[0], cols = dw->shape[1], n = numel(ids);
+    if (v != dw->shape[0])
+        return spin_fail(SPIN_ERR_INVALID, "embedding backward: V = %lld but dw has %lld rows", (long long)v,
+                         (long long)dw->shape[0]);
+    int64_t pos;
+    int32_t id;
+    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
+    if (pos >= 0)
+        return spin_bad_id_error("embedding backward", id, pos, v);
+    SPIN_TRY(ids_scratch(dev, (size_t)(1 + v + n)));
+    ocl_ctx *cx = ctx_of(dev);
+    cl_mem s = cx->ids_scratch;
+    cl_int nn = (cl_int)n;
+    launch h = {cx->kernels[OK_fill_heads_i32], 0, CL_SUCCESS, 0};
+    arg_i64(&h, v);
+    arg_(&h, sizeof s, &s);
+    arg_i64(&h, 1);
+    arg_(&h, sizeof nn, &nn);
+    SPIN_TRY(launch_run(dev, &h, v));
+    launch ch = {cx->kernels[OK_embedding_heads_i32], 0, CL_SUCCESS, 0};
+    arg_i64(&ch, n);
+    arg_buf(&ch, ids);
+    arg_(&ch, sizeof s, &s);
+    arg_i64(&ch, 1);
+    arg_(&ch, sizeof s, &s);
+    arg_i64(&ch, 1 + v);
+    SPIN_TRY(launch_run(dev, &ch, n));
+    launch l = rows_begin(dev, OK_embedding_back_f32, cols);
+    arg_i64(&l, v * cols);
+    arg_buf(&l, dy);
+    arg_(&l, sizeof s, &s);
+    arg_i64(&l, 1);
+    arg_(&l, sizeof s, &s);
+    arg_i64(&l, 1 + v);
+    arg_buf(&l, dw);
+    arg_(&l, sizeof nn, &nn);
+    return launch_run(dev, &l, v * cols);
+}
+
+static spin_status ocl_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
+    int64_t rows, cols, pos;
+    int32_t id;
+    rows_cols(&c->in[0], &rows, &cols);
+    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
+    if (pos >= 0)
+        return spin_bad_target_error("CE_ROWS", id, pos, cols, c->p.i[0]);
+    launch l = rows_begin(dev, OK_ce_rows_f32, cols);
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->in[1]);
+    for (int i = 0; i < 3; i++)
+        arg_buf(&l, &c->out[i]);
+    arg_i64(&l, c->p.i[0]);
+    return rows_run(dev, &l, rows);
+}
+
+static spin_status ocl_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
+    int64_t rows, cols, pos;
+    int32_t id;
+    rows_cols(&c->in[0], &rows, &cols);
+    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
+    if (pos >= 0)
+        return spin_bad_target_error("CE_ROWS_BACK", id, pos, cols, c->p.i[0]);
+    launch l = rows_begin(dev, OK_ce_rows_back_f32, cols);
+    arg_i64(&l, rows * cols);
+    for (int i = 0; i < 4; i++)
+        arg_buf(&l, &c->in[i]);
+    arg_buf(&l, &c->out[0]);
+    arg_i64(&l, c->p.i[0]);
+    return launch_run(dev, &l, rows * cols);
+}
+
+/* ---- TOPK (backends/kernels/topk.cl) ---- */
+
+#define TOPK_ROUNDS_MAX 64 /* up to this k, k rounds of a group reduction per row; else ranks */
+
+static spin_status ocl_TOPK(struct spin_device *dev, const spin_kcall *c) {
+    int64_t rows, cols;
+    rows_cols(&c->in[0], &rows, &cols);
+    const int64_t k = c->p.i[0];
+    if (k < 0 || k > cols)
+        return spin_fail(SPIN_ERR_INVALID, "TOPK: k = %lld outside [0, %lld]", (long long)k, (long long)cols);
+    if (k == 0 || rows == 0)
+        return SPIN_OK;
+    const bool rounds = k <= TOPK_ROUNDS_MAX;
+    launch l = rows_begin(dev, rounds ? OK_topk_rounds_f32 : OK_topk_rank_f32, cols);
+    if (!rounds)
+        arg_i64(&l, rows * cols);
+    arg_buf(&l, &c->in[0]);
+    arg_buf(&l, &c->out[0]);
+    arg_buf(&l, &c->out[1]);
+    arg_i64(&l, k);
+    return rounds ? rows_run(dev, &l, rows) : launch_run(dev, &l, rows * cols);
+}
+
 /* ---- host fallback inside a kernel: for call shapes (not dtypes) this backend cannot express ---- */
 
 /* Elements [0, extent) of v's buffer cover every element of the view. */
@@ -951,8 +1181,25 @@ static bool ocl_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         f32_or_i32 &= in[i] == SPIN_F32 || in[i] == SPIN_I32;
     for (int i = 0; i < n_out; i++)
         f32_or_i32 &= out[i] == SPIN_F32 || out[i] == SPIN_I32;
-    if (k == SPIN_K_COPY || k == SPIN_K_FILL || k == SPIN_K_ARANGE)
+    if (k == SPIN_K_COPY)
+        return copy_kid(in[0], out[0]) != OK_COUNT;
+    if (k == SPIN_K_FILL || k == SPIN_K_ARANGE)
         return f32_or_i32;
+    if (k == SPIN_K_EMBEDDING) /* a row copy of any float table */
+        return in[1] == SPIN_I32 && in[0] != SPIN_I32 && out[0] == in[0];
+    if (k == SPIN_K_EMBEDDING_BACK)
+        return in[0] == SPIN_I32 && in[1] == SPIN_F32 && out[0] == SPIN_F32;
+    if (k == SPIN_K_CE_ROWS || k == SPIN_K_CE_ROWS_BACK) { /* f32 but the targets (slot 1, i32) */
+        for (int i = 0; i < n_in; i++)
+            if (in[i] != (i == 1 ? SPIN_I32 : SPIN_F32))
+                return false;
+        for (int i = 0; i < n_out; i++)
+            if (out[i] != SPIN_F32)
+                return false;
+        return true;
+    }
+    if (k == SPIN_K_TOPK)
+        return in[0] == SPIN_F32 && out[0] == SPIN_F32 && out[1] == SPIN_I32;
     if (k == SPIN_K_ROPE) /* the angle needs double precision, as in the CPU reference */
         return ctx_of(dev)->fp64 && in[0] == SPIN_F32 && in[1] == SPIN_I32 && in[2] == SPIN_F32 &&
                out[0] == SPIN_F32;
@@ -985,9 +1232,10 @@ static void ocl_describe(spin_device *dev, char *buf, size_t size) {
     for (int k = 0; k < SPIN_KERNEL_COUNT; k++)
         native += dev->backend->kernels[k] != NULL;
     snprintf(buf, size,
-             "platform %s (%s); device %s; %s; GEMM: %s %s; %d of %d kernels native, others on the CPU", pn,
-             pv, dn, cv, c->gemm_tiled ? "tiled kernel (SPIN_GEMM=tiled), not" : "CLBlast",
-             SPIN_CLBLAST_VERSION, native, (int)SPIN_KERNEL_COUNT);
+             "platform %s (%s); device %s; %s; GEMM: %s %s; row groups of %zu; %d of %d kernels native, "
+             "others on the CPU",
+             pn, pv, dn, cv, c->gemm_tiled ? "tiled kernel (SPIN_GEMM=tiled), not" : "CLBlast",
+             SPIN_CLBLAST_VERSION, c->row_group, native, (int)SPIN_KERNEL_COUNT);
 }
 
 /* Kernels without an entry stay NULL: the dispatcher runs them on the CPU (logged, counted). */
@@ -1013,6 +1261,8 @@ static const spin_backend opencl_backend = {
                             E_(CLAMP_BACK) E_(MATMUL) E_(SOFTMAX) E_(LOG_SOFTMAX) E_(SOFTMAX_BACK)
                                 E_(LOG_SOFTMAX_BACK) E_(RMSNORM) E_(RMSNORM_BACK) E_(LAYERNORM)
                                     E_(LAYERNORM_BACK) E_(ROPE) E_(ARGMAX)
+                E_(RNG_UNIFORM) E_(RNG_NORMAL) E_(EMBEDDING) E_(EMBEDDING_BACK) E_(CE_ROWS) E_(CE_ROWS_BACK)
+                E_(TOPK)
                 E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)},
 /* clang-format on */
 #undef E_

@@ -385,6 +385,56 @@ static void ref_view(const opcase *c, const double *const *in, double *out) {
     }
 }
 
+/* Values at the edges of f16 and bf16 rounding: f16 overflow (65520 and up) and its largest
+ * finite value, f16 subnormals and their round-to-even ties (2^-25, 3 2^-25), ties of both
+ * formats' mantissas (1 + 2^-11, 1 + 3 2^-11; 1 + 2^-8, 1 + 3 2^-8) and just above them, signed
+ * zero, an f32 subnormal and the f32 maximum (inf in bf16). */
+static void init_cast_edges(const opcase *c, int idx, double *v, int64_t n) {
+    (void)c, (void)idx;
+    static const double e[] = {0.0,
+                               -0.0,
+                               1.0,
+                               -1.0,
+                               65504.0,
+                               65519.0,
+                               65520.0,
+                               70000.0,
+                               -70000.0,
+                               1e-5,
+                               6.1e-5,
+                               6.0e-5,
+                               0x1p-24,
+                               0x1p-25,
+                               0x3p-25,
+                               0x1p-26,
+                               -0x5p-26,
+                               1.0 + 0x1p-11,
+                               1.0 + 0x3p-11,
+                               1.0 + 0x1p-11 + 0x1p-20,
+                               1.0 + 0x1p-8,
+                               1.0 + 0x3p-8,
+                               1.0 + 0x1p-8 + 0x1p-20,
+                               -(1.0 + 0x3p-8),
+                               0.1,
+                               1.0 / 3.0,
+                               3.14159265358979,
+                               1e-8,
+                               -3e-7,
+                               1e-40,
+                               3.4028234663852886e38,
+                               -3.0e38,
+                               2.5e37,
+                               1234.5678,
+                               -0.000123,
+                               7.0,
+                               0.5,
+                               -2.75,
+                               100.25,
+                               1e-3};
+    for (int64_t i = 0; i < n; i++)
+        v[i] = e[i % 40];
+}
+
 #define VW(name, code, desc, nin, ins, ...) \
     CASE(name, desc, nin, F(ins), F({.i = {code, __VA_ARGS__}}), run_view, ref_view, 1e-7, 1e-4)
 
@@ -505,6 +555,12 @@ const opcase opc_cases_basic[] = {
          F({.i = {V_CAST_RT, SPIN_BF16}}), run_view, ref_view, 0, 0),
     CASE("cast", "[5,7] f32->f16->f32", 1, F({{.ndim = 2, .shape = {5, 7}, .lo = -3, .hi = 3}}),
          F({.i = {V_CAST_RT, SPIN_F16}}), run_view, ref_view, 0, 0),
+    CASE("cast", "[5,8] f32->bf16->f32 rounding edges", 1,
+         F({{.ndim = 2, .shape = {5, 8}, .init = init_cast_edges}}), F({.i = {V_CAST_RT, SPIN_BF16}}),
+         run_view, ref_view, 0, 0),
+    CASE("cast", "[5,8] f32->f16->f32 rounding edges, subnormals, overflow", 1,
+         F({{.ndim = 2, .shape = {5, 8}, .init = init_cast_edges}}), F({.i = {V_CAST_RT, SPIN_F16}}),
+         run_view, ref_view, 0, 0),
     CASE("copy_into", "rows [2,5) of [7,3] (KV-cache write)", 2,
          F({{.ndim = 2, .shape = {7, 3}}, {.ndim = 2, .shape = {3, 3}}}), F({.i = {V_COPY_INTO, 2}}),
          run_view, ref_view, 0, 0),

@@ -160,7 +160,7 @@ static spin_tensor *run_topk(const opcase *c, spin_tensor *const *in) {
 /* k rounds of "largest not yet taken, lowest index among equals". */
 static void ref_topk(const opcase *c, const double *const *in, double *out) {
     int64_t cols, rows = rows_of(&c->in[0], &cols), k = c->p.i[0];
-    bool taken[128]; /* the cases keep C <= 128 */
+    bool taken[512]; /* the cases keep C <= 512 */
     for (int64_t r = 0; r < rows; r++) {
         const double *x = in[0] + r * cols;
         for (int64_t j = 0; j < cols; j++)
@@ -250,6 +250,12 @@ const opcase opc_cases_softmax[] = {
           run_topk, ref_topk),
     EXACT("topk", "indices [3,13] k=6 ties", F({FIXED(init_ties, 2, 3, 13)}), F({.i = {6, 0, OUT_INDICES}}),
           run_topk, ref_topk),
+    EXACT("topk", "indices [3,300] k=9 ties (rows wider than a work-group)", F({FIXED(init_ties, 2, 3, 300)}),
+          F({.i = {9, 0, OUT_INDICES}}), run_topk, ref_topk),
+    CASE("topk", "values [3,300] k=9 ties (rows wider than a work-group)", 1,
+         F({FIXED(init_ties, 2, 3, 300)}), F({.i = {9, 0, OUT_VALUES}}), run_topk, ref_topk, 1e-7, 0),
+    EXACT("topk", "indices [2,100] k=100 ties (all of it)", F({FIXED(init_ties, 2, 2, 100)}),
+          F({.i = {100, 0, OUT_INDICES}}), run_topk, ref_topk),
     EXACT("topk", "indices [2,100] k=70 ties (sorting path)", F({FIXED(init_ties, 2, 2, 100)}),
           F({.i = {70, 0, OUT_INDICES}}), run_topk, ref_topk),
 };

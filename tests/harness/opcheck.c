@@ -154,6 +154,16 @@ opc_result opc_check(spin_device *dev, const opcase *c) {
     }
     double t0 = now();
     spin_tensor *out = c->run(c, tin);
+    if (c->error) {
+        r.passed = !out && strstr(spin_last_error(), c->error);
+        if (out)
+            snprintf(r.msg, sizeof r.msg, "%s %s: succeeded where it must fail with \"%s\"", c->op, c->params,
+                     c->error);
+        else if (!r.passed)
+            snprintf(r.msg, sizeof r.msg, "%s %s: failed with \"%s\", expected \"%s\"", c->op, c->params,
+                     spin_last_error(), c->error);
+        goto done;
+    }
     if (!out) {
         if (strstr(spin_last_error(), "not implemented")) {
             r.skipped = true;

@@ -43,6 +43,8 @@ struct opcase {
     double grad_tol; /* backward bound; 0 means the op has no gradient to check */
     double eps;      /* finite-difference step (default 1e-3) */
     bool exact;      /* integer outputs: must equal the reference exactly */
+    /* Bad-input cases: the op must fail and its error contain this text (ref is not called). */
+    const char *error;
 };
 
 typedef struct {

@@ -53,6 +53,7 @@ static void every_kernel_reaches_the_runtime(void **state) {
         }
     }
     c.p.f[0] = 1.0f; /* MATMUL alpha; beta 0 */
+    c.p.i[0] = 1;    /* TOPK's k (k = 0 launches nothing), EMBEDDING_BACK's V (the views' first dim) */
     int checked = 0, bad = 0;
     for (int k = 0; k < SPIN_KERNEL_COUNT; k++) {
         if (!b->kernels[k])
