@@ -371,10 +371,11 @@ static int run_stage(stage *s) {
         rc |= cli_bcast(st, sizeof st);
         ck = st[0];
         other = st[1];
-        if (rc == 0 &&
-            ck) /* continue the interrupted run (also when it had finished but not been recorded) */
+        /* a checkpoint: continue the interrupted run (also when it had finished but not been
+         * recorded); other files only: it stopped before its first checkpoint, nothing to keep */
+        if (rc == 0 && ck)
             rc = av_add(&a, "--resume_from_checkpoint=true");
-        else if (rc == 0 && other) /* stopped before its first checkpoint: nothing to keep */
+        else if (rc == 0 && other)
             rc = av_add(&a, "--overwrite_output_dir=true");
     }
     if (rc == 0 && s->kind == ST_CONVERT && rank == 0 && exists(s->output)) {
