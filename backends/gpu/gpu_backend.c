@@ -665,6 +665,90 @@ static spin_status gpu_ARGMAX(struct spin_device *dev, const spin_kcall *c) {
     return rows_run(dev, &l, rows);
 }
 
+/* ---- attention (backends/kernels/attention.cl): one block per output row ---- */
+
+#define ATTN_GROUP 64 /* as backends/kernels/attention.cl */
+
+static bool attn_contiguous(const spin_view *v) {
+    int64_t s = 1;
+    for (int i = v->ndim - 1; i >= 0; i--) {
+        if (v->shape[i] != 1 && v->stride[i] != s)
+            return false;
+        s *= v->shape[i];
+    }
+    return true;
+}
+
+/* The shape arguments (Hq, Hkv, Tq, Tk, D) after the checks of backends/cpu/cpu_attention.c; *rows
+ * gets the block count: query rows, or key rows with `by_key`. */
+static spin_status attn_begin(spin_gpu_kid kid, const spin_kcall *c, const char *name, bool by_key, launch *l,
+                              int64_t *rows) {
+    const spin_view *q = &c->in[0], *k = &c->in[1];
+    if (q->ndim != 4 || k->ndim != 4)
+        return spin_fail(SPIN_ERR_INVALID, "%s: q and k must be 4-D", name);
+    for (int i = 0; i < c->n_in + c->n_out; i++)
+        if (!attn_contiguous(i < c->n_in ? &c->in[i] : &c->out[i - c->n_in]))
+            return spin_fail(SPIN_ERR_INVALID, "%s: %s %d is not contiguous", name,
+                             i < c->n_in ? "input" : "output", i < c->n_in ? i : i - c->n_in);
+    const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2], D = q->shape[3];
+    const int64_t Hkv = k->shape[1], Tk = k->shape[2];
+    if (Hkv <= 0 || Hq % Hkv != 0 || k->shape[0] != B || k->shape[3] != D)
+        return spin_fail(SPIN_ERR_INVALID, "%s: q and k shapes disagree", name);
+    *l = launch_of(kid);
+    arg_i64(l, Hq);
+    arg_i64(l, Hkv);
+    arg_i64(l, Tq);
+    arg_i64(l, Tk);
+    arg_i64(l, D);
+    *rows = by_key ? B * Hkv * Tk : B * Hq * Tq;
+    return SPIN_OK;
+}
+
+/* qpos (input `slot`), then the optional kmask after it and whether it is there. */
+static void attn_mask_args(launch *l, const spin_kcall *c, int slot) {
+    bool has = c->n_in > slot + 1;
+    arg_buf(l, &c->in[slot]);
+    arg_buf(l, &c->in[has ? slot + 1 : slot]); /* not read without a mask */
+    arg_int(l, has);
+}
+
+static spin_status attn_run(spin_device *dev, launch *l, const spin_kcall *c, int64_t rows) {
+    arg_f32(l, c->p.f[0]);
+    arg_i64(l, c->p.i[0]);
+    return launch_grid(dev, l, rows, ATTN_GROUP);
+}
+
+static spin_status gpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
+    launch l;
+    int64_t rows;
+    SPIN_TRY(attn_begin(GK_attention_fwd_f32, c, "ATTENTION", false, &l, &rows));
+    for (int i = 0; i < 3; i++)
+        arg_buf(&l, &c->in[i]);
+    attn_mask_args(&l, c, 3);
+    arg_buf(&l, &c->out[0]);
+    arg_buf(&l, &c->out[1]);
+    return attn_run(dev, &l, c, rows);
+}
+
+/* dq over query rows, then dk and dv over key rows: each launch owns its output rows whole. */
+static spin_status gpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
+    launch l;
+    int64_t rows;
+    SPIN_TRY(attn_begin(GK_attention_back_dq_f32, c, "ATTENTION_BACK", false, &l, &rows));
+    for (int i = 0; i < 6; i++)
+        arg_buf(&l, &c->in[i]);
+    attn_mask_args(&l, c, 6);
+    arg_buf(&l, &c->out[0]);
+    SPIN_TRY(attn_run(dev, &l, c, rows));
+    SPIN_TRY(attn_begin(GK_attention_back_dkdv_f32, c, "ATTENTION_BACK", true, &l, &rows));
+    for (int i = 0; i < 6; i++)
+        arg_buf(&l, &c->in[i]);
+    attn_mask_args(&l, c, 6);
+    arg_buf(&l, &c->out[1]);
+    arg_buf(&l, &c->out[2]);
+    return attn_run(dev, &l, c, rows);
+}
+
 /* ---- optimizer kernels (backends/kernels/optim.cl) ---- */
 
 #define OPTIM_BLOCK 4096 /* as optim.cl and backends/cpu/cpu_optim.c */
@@ -1136,6 +1220,16 @@ static bool gpu_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         return in[0] == SPIN_F32 && out[0] == SPIN_I32;
     if (k == SPIN_K_WHERE)
         return f32_or_i32 && in[1] == SPIN_F32 && in[2] == SPIN_F32 && out[0] == SPIN_F32;
+    if (k == SPIN_K_ATTENTION || k == SPIN_K_ATTENTION_BACK) { /* f32 but qpos (i32) */
+        const int qpos_slot = k == SPIN_K_ATTENTION ? 3 : 6;
+        for (int i = 0; i < n_in; i++)
+            if (in[i] != (i == qpos_slot ? SPIN_I32 : SPIN_F32))
+                return false;
+        for (int i = 0; i < n_out; i++)
+            if (out[i] != SPIN_F32)
+                return false;
+        return n_in > qpos_slot;
+    }
     if (k == SPIN_K_MATMUL && n_in == 2 && n_out == 1 &&
         !(in[0] == SPIN_F32 && in[1] == SPIN_F32 &&
           out[0] == SPIN_F32)) /* bf16 GEMMs: the vendor BLAS only */
@@ -1199,7 +1293,8 @@ static const spin_backend gpu_backend = {
                 E_(RMSNORM) E_(RMSNORM_BACK) E_(LAYERNORM) E_(LAYERNORM_BACK) E_(ROPE) E_(ARGMAX)
                 E_(RNG_UNIFORM) E_(RNG_NORMAL) E_(EMBEDDING) E_(EMBEDDING_BACK) E_(CE_ROWS) E_(CE_ROWS_BACK)
                 E_(TOPK)
-                E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)},
+                E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)
+                E_(ATTENTION) E_(ATTENTION_BACK)},
 /* clang-format on */
 #undef E_
 };

@@ -21,6 +21,7 @@
     X(rmsnorm_rows_f32) X(rmsnorm_back_rows_f32) X(rmsnorm_dw_f32)                                  \
     X(layernorm_rows_f32) X(layernorm_back_rows_f32) X(layernorm_dwdb_f32) X(rope_f32)              \
     X(argmax_rows_f32)                                                                              \
+    X(attention_fwd_f32) X(attention_back_dq_f32) X(attention_back_dkdv_f32)                        \
     X(grad_sumsq_blocks_f32) X(grad_sumsq_combine_f32) X(grad_clip_stat_f32) X(rmsprop_step_f32)    \
     X(adamw_step_f32)                                                                               \
     X(gemm_tiled_f32)

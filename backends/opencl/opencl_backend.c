@@ -163,6 +163,7 @@ static int ocl_device_count(void) {
     X(rmsnorm_rows_f32) X(rmsnorm_back_rows_f32) X(rmsnorm_dw_f32)                                  \
     X(layernorm_rows_f32) X(layernorm_back_rows_f32) X(layernorm_dwdb_f32) X(rope_f32)     \
     X(argmax_rows_f32)                                                                              \
+    X(attention_fwd_f32) X(attention_back_dq_f32) X(attention_back_dkdv_f32)                        \
     X(grad_sumsq_blocks_f32) X(grad_sumsq_combine_f32) X(grad_clip_stat_f32) X(rmsprop_step_f32)    \
     X(adamw_step_f32) X(gemm_tiled_f32)
 /* clang-format on */
@@ -760,6 +761,99 @@ static spin_status ocl_ARGMAX(struct spin_device *dev, const spin_kcall *c) {
     return rows_run(dev, &l, rows);
 }
 
+/* ---- attention (backends/kernels/attention.cl): one work-group per output row ---- */
+
+#define ATTN_GROUP 64 /* as backends/kernels/attention.cl */
+
+static bool attn_contiguous(const spin_view *v) {
+    int64_t s = 1;
+    for (int i = v->ndim - 1; i >= 0; i--) {
+        if (v->shape[i] != 1 && v->stride[i] != s)
+            return false;
+        s *= v->shape[i];
+    }
+    return true;
+}
+
+/* The shape arguments (Hq, Hkv, Tq, Tk, D) after the checks of backends/cpu/cpu_attention.c; *rows
+ * gets the group count: query rows, or key rows with `by_key`. */
+static spin_status attn_begin(spin_device *dev, ocl_kid kid, const spin_kcall *c, const char *name,
+                              bool by_key, launch *l, int64_t *rows) {
+    const spin_view *q = &c->in[0], *k = &c->in[1];
+    if (q->ndim != 4 || k->ndim != 4)
+        return spin_fail(SPIN_ERR_INVALID, "%s: q and k must be 4-D", name);
+    for (int i = 0; i < c->n_in + c->n_out; i++)
+        if (!attn_contiguous(i < c->n_in ? &c->in[i] : &c->out[i - c->n_in]))
+            return spin_fail(SPIN_ERR_INVALID, "%s: %s %d is not contiguous", name,
+                             i < c->n_in ? "input" : "output", i < c->n_in ? i : i - c->n_in);
+    const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2], D = q->shape[3];
+    const int64_t Hkv = k->shape[1], Tk = k->shape[2];
+    if (Hkv <= 0 || Hq % Hkv != 0 || k->shape[0] != B || k->shape[3] != D)
+        return spin_fail(SPIN_ERR_INVALID, "%s: q and k shapes disagree", name);
+    *l = (launch){ctx_of(dev)->kernels[kid], 0, CL_SUCCESS, 0};
+    arg_i64(l, Hq);
+    arg_i64(l, Hkv);
+    arg_i64(l, Tq);
+    arg_i64(l, Tk);
+    arg_i64(l, D);
+    *rows = by_key ? B * Hkv * Tk : B * Hq * Tq;
+    return SPIN_OK;
+}
+
+/* qpos (input `slot`), then the optional kmask after it and whether it is there. */
+static void attn_mask_args(launch *l, const spin_kcall *c, int slot) {
+    bool has = c->n_in > slot + 1;
+    arg_buf(l, &c->in[slot]);
+    arg_buf(l, &c->in[has ? slot + 1 : slot]); /* not read without a mask */
+    cl_int h = has;
+    arg_(l, sizeof h, &h);
+}
+
+static spin_status attn_run(spin_device *dev, launch *l, const spin_kcall *c, int64_t rows) {
+    arg_f32(l, c->p.f[0]);
+    arg_i64(l, c->p.i[0]);
+    if (l->err != CL_SUCCESS)
+        return args_failed(l);
+    if (rows <= 0)
+        return SPIN_OK;
+    if (ctx_of(dev)->max_group < ATTN_GROUP)
+        return spin_fail(SPIN_ERR_DEVICE, "%s: work-groups of %d are not supported", dev->name, ATTN_GROUP);
+    size_t local = ATTN_GROUP, global = (size_t)rows * ATTN_GROUP;
+    CL_CHECK(clEnqueueNDRangeKernel(ctx_of(dev)->queue, l->k, 1, NULL, &global, &local, 0, NULL, NULL));
+    return SPIN_OK;
+}
+
+static spin_status ocl_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
+    launch l;
+    int64_t rows;
+    SPIN_TRY(attn_begin(dev, OK_attention_fwd_f32, c, "ATTENTION", false, &l, &rows));
+    for (int i = 0; i < 3; i++)
+        arg_buf(&l, &c->in[i]);
+    attn_mask_args(&l, c, 3);
+    arg_buf(&l, &c->out[0]);
+    arg_buf(&l, &c->out[1]);
+    return attn_run(dev, &l, c, rows);
+}
+
+/* dq over query rows, then dk and dv over key rows: each launch owns its output rows whole. */
+static spin_status ocl_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
+    launch l;
+    int64_t rows;
+    SPIN_TRY(attn_begin(dev, OK_attention_back_dq_f32, c, "ATTENTION_BACK", false, &l, &rows));
+    for (int i = 0; i < 6; i++)
+        arg_buf(&l, &c->in[i]);
+    attn_mask_args(&l, c, 6);
+    arg_buf(&l, &c->out[0]);
+    SPIN_TRY(attn_run(dev, &l, c, rows));
+    SPIN_TRY(attn_begin(dev, OK_attention_back_dkdv_f32, c, "ATTENTION_BACK", true, &l, &rows));
+    for (int i = 0; i < 6; i++)
+        arg_buf(&l, &c->in[i]);
+    attn_mask_args(&l, c, 6);
+    arg_buf(&l, &c->out[1]);
+    arg_buf(&l, &c->out[2]);
+    return attn_run(dev, &l, c, rows);
+}
+
 /* ---- optimizer kernels (backends/kernels/optim.cl) ---- */
 
 #define OPTIM_BLOCK 4096 /* as optim.cl and backends/cpu/cpu_optim.c */
@@ -1207,6 +1301,16 @@ static bool ocl_supports(spin_device *dev, spin_kernel k, const spin_dtype *in, 
         return in[0] == SPIN_F32 && out[0] == SPIN_I32;
     if (k == SPIN_K_WHERE)
         return f32_or_i32 && in[1] == SPIN_F32 && in[2] == SPIN_F32 && out[0] == SPIN_F32;
+    if (k == SPIN_K_ATTENTION || k == SPIN_K_ATTENTION_BACK) { /* f32 but qpos (i32) */
+        const int qpos_slot = k == SPIN_K_ATTENTION ? 3 : 6;
+        for (int i = 0; i < n_in; i++)
+            if (in[i] != (i == qpos_slot ? SPIN_I32 : SPIN_F32))
+                return false;
+        for (int i = 0; i < n_out; i++)
+            if (out[i] != SPIN_F32)
+                return false;
+        return n_in > qpos_slot;
+    }
     /* the optimizer steps' model copy (last slot) may be bf16 or f16 */
     int copy_slot = k == SPIN_K_RMSPROP_STEP ? 2 : k == SPIN_K_ADAMW_STEP ? 3 : -1;
     if (copy_slot >= 0 && n_out == copy_slot + 1 &&
@@ -1263,7 +1367,8 @@ static const spin_backend opencl_backend = {
                                     E_(LAYERNORM_BACK) E_(ROPE) E_(ARGMAX)
                 E_(RNG_UNIFORM) E_(RNG_NORMAL) E_(EMBEDDING) E_(EMBEDDING_BACK) E_(CE_ROWS) E_(CE_ROWS_BACK)
                 E_(TOPK)
-                E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)},
+                E_(GRAD_SUMSQ) E_(GRAD_CLIP_STAT) E_(RMSPROP_STEP) E_(ADAMW_STEP)
+                E_(ATTENTION) E_(ATTENTION_BACK)},
 /* clang-format on */
 #undef E_
 };

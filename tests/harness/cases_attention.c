@@ -20,7 +20,7 @@ static void ref_attention(const opcase *c, const double *const *in, double *out)
     const int64_t window = c->p.i[0], kv_offset = c->p.i[1];
     const double scale = c->p.f[0] != 0 ? (double)c->p.f[0] : 1.0 / sqrt((double)D);
     const double *q = in[0], *k = in[1], *v = in[2], *qpos = in[3], *kmask = in[4];
-    double s[64]; /* scores of one row: the cases keep Tk <= 64 */
+    double s[160]; /* scores of one row: the cases keep Tk <= 160 */
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < Hq; h++)
             for (int64_t i = 0; i < Tq; i++) {
@@ -157,5 +157,13 @@ const opcase opc_cases_attention[] = {
     /* large enough that the kernels run on several threads */
     ATT("threaded q[2,4,24,16] kv[2,2,24,16] window 9 kmask", T4(2, 4, 24, 16), T4(2, 2, 24, 16),
         T4(2, 2, 24, 16), NOPOS, MASK(init_kmask_holes, 2, 24), 0, 9, 0),
+    /* more than one tile of 64 keys and of 64 queries (the device kernels' tile), lengths not a
+     * multiple of it: tiles skipped whole by the window, a visible range starting mid-tile */
+    ATT("tiles q[1,4,70,4] kv[1,2,70,4] window 40 kmask", T4(1, 4, 70, 4), T4(1, 2, 70, 4), T4(1, 2, 70, 4),
+        NOPOS, MASK(init_kmask_holes, 1, 70), 0, 40, 0),
+    ATT("tiles decode q[2,2,3,6] kv[2,1,131,6] qpos tail window 70", T4(2, 2, 3, 6), T4(2, 1, 131, 6),
+        T4(2, 1, 131, 6), POS(init_qpos_tail, 2, 3), NOMASK, 0, 70, 0),
+    ATT("tiles causal q,kv[1,1,129,3]", T4(1, 1, 129, 3), T4(1, 1, 129, 3), T4(1, 1, 129, 3), NOPOS, NOMASK,
+        0, 0, 0),
 };
 const int opc_n_attention = sizeof opc_cases_attention / sizeof opc_cases_attention[0];
