@@ -592,7 +592,8 @@ int cmd_generate(int argc, char **argv) {
         path = jl_join(out_dir, name);
         side = jl_join(out_dir, side_name);
         uint64_t wh = 0;
-        if (spin_llama_weights_hash(g.m, &wh) != SPIN_OK) {
+        /* the sidecar is rank 0's: the others skip hashing every weight */
+        if (writer && spin_llama_weights_hash(g.m, &wh) != SPIN_OK) {
             fprintf(stderr, "spin generate: %s\n", spin_last_error());
             rc = 1;
         }
