@@ -165,5 +165,8 @@ const opcase opc_cases_attention[] = {
         T4(2, 1, 131, 6), POS(init_qpos_tail, 2, 3), NOMASK, 0, 70, 0),
     ATT("tiles causal q,kv[1,1,129,3]", T4(1, 1, 129, 3), T4(1, 1, 129, 3), T4(1, 1, 129, 3), NOPOS, NOMASK,
         0, 0, 0),
+    /* D > 64: each work-item of the device kernels owns several dims of a row */
+    ATT("D=67 GQA q[1,2,5,67] kv[1,1,9,67] qpos tail kmask", T4(1, 2, 5, 67), T4(1, 1, 9, 67),
+        T4(1, 1, 9, 67), POS(init_qpos_tail, 1, 5), MASK(init_kmask_holes, 1, 9), 0, 0, 0),
 };
 const int opc_n_attention = sizeof opc_cases_attention / sizeof opc_cases_attention[0];
