@@ -25,11 +25,35 @@ DEVICE_FN i64 attn_lo(i64 qp, i64 window) {
     return window > 0 && qp - window + 1 > 0 ? qp - window + 1 : 0;
 }
 
+/* Four partial sums (element e into partial e % 4), added in a fixed order: independent chains
+ * that a compiler can overlap, where one running sum waits on every add. */
 DEVICE_FN acc_t attn_dot(GLOBAL const float *a, GLOBAL const float *b, i64 n) {
-    acc_t d = 0;
-    for (i64 e = 0; e < n; e++)
-        d += (acc_t)a[e] * b[e];
-    return d;
+    acc_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+    i64 e = 0;
+    for (; e + 4 <= n; e += 4) {
+        d0 += (acc_t)a[e] * b[e];
+        d1 += (acc_t)a[e + 1] * b[e + 1];
+        d2 += (acc_t)a[e + 2] * b[e + 2];
+        d3 += (acc_t)a[e + 3] * b[e + 3];
+    }
+    for (; e < n; e++)
+        d0 += (acc_t)a[e] * b[e];
+    return (d0 + d1) + (d2 + d3);
+}
+
+/* sum_t w[t] x[t * stride] over a tile, in partial sums as attn_dot. */
+DEVICE_FN acc_t attn_tile_sum(LOCAL_PTR const float *w, GLOBAL const float *x, i64 stride, int n) {
+    acc_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+    int t = 0;
+    for (; t + 4 <= n; t += 4) {
+        d0 += (acc_t)w[t] * x[t * stride];
+        d1 += (acc_t)w[t + 1] * x[(t + 1) * stride];
+        d2 += (acc_t)w[t + 2] * x[(t + 2) * stride];
+        d3 += (acc_t)w[t + 3] * x[(t + 3) * stride];
+    }
+    for (; t < n; t++)
+        d0 += (acc_t)w[t] * x[t * stride];
+    return (d0 + d1) + (d2 + d3);
 }
 
 /* One work-group per query row r = (b * Hq + h) * Tq + i: o row and lse[r]. */
@@ -69,12 +93,8 @@ KERNEL attention_fwd_f32(i64 Hq, i64 Hkv, i64 Tq, i64 Tk, i64 D, GLOBAL const fl
         l = l * alpha + group_sum((acc_t)p, acc_scratch); /* its barriers publish p_tile */
         m = mnew;
         const int nk = jhi + 1 - j0 < ATTN_GROUP ? (int)(jhi + 1 - j0) : ATTN_GROUP;
-        for (i64 e = lid; e < D; e += ATTN_GROUP) {
-            acc_t a = 0;
-            for (int t = 0; t < nk; t++)
-                a += (acc_t)p_tile[t] * vb[(j0 + t) * D + e];
-            orow[e] = orow[e] * alpha + (float)a;
-        }
+        for (i64 e = lid; e < D; e += ATTN_GROUP)
+            orow[e] = orow[e] * alpha + (float)attn_tile_sum(p_tile, vb + j0 * D + e, D, nk);
         BARRIER(); /* p_tile is read before the next tile writes it */
     }
     if (l > 0) {
@@ -124,12 +144,8 @@ KERNEL attention_back_dq_f32(i64 Hq, i64 Hkv, i64 Tq, i64 Tk, i64 D, GLOBAL cons
         ds_tile[lid] = ds;
         BARRIER();
         const int nk = jhi + 1 - j0 < ATTN_GROUP ? (int)(jhi + 1 - j0) : ATTN_GROUP;
-        for (i64 e = lid; e < D; e += ATTN_GROUP) {
-            acc_t a = 0;
-            for (int t = 0; t < nk; t++)
-                a += (acc_t)ds_tile[t] * kb[(j0 + t) * D + e];
-            dqr[e] += scale * (float)a;
-        }
+        for (i64 e = lid; e < D; e += ATTN_GROUP)
+            dqr[e] += scale * (float)attn_tile_sum(ds_tile, kb + j0 * D + e, D, nk);
         BARRIER();
     }
 }
@@ -180,13 +196,8 @@ KERNEL attention_back_dkdv_f32(i64 Hq, i64 Hkv, i64 Tq, i64 Tk, i64 D, GLOBAL co
                 continue;
             const int nq = Tq - i0 < ATTN_GROUP ? (int)(Tq - i0) : ATTN_GROUP;
             for (i64 e = lid; e < D; e += ATTN_GROUP) {
-                acc_t av = 0, ak = 0;
-                for (int t = 0; t < nq; t++) {
-                    av += (acc_t)p_tile[t] * dout[doo + (row0 + i0 + t) * D + e];
-                    ak += (acc_t)ds_tile[t] * q[qo + (row0 + i0 + t) * D + e];
-                }
-                dvr[e] += (float)av;
-                dkr[e] += scale * (float)ak;
+                dvr[e] += (float)attn_tile_sum(p_tile, dout + doo + (row0 + i0) * D + e, D, nq);
+                dkr[e] += scale * (float)attn_tile_sum(ds_tile, q + qo + (row0 + i0) * D + e, D, nq);
             }
             BARRIER();
         }
