@@ -712,10 +712,10 @@ static void attn_mask_args(launch *l, const spin_kcall *c, int slot) {
     arg_int(l, has);
 }
 
-static spin_status attn_run(spin_device *dev, launch *l, const spin_kcall *c, int64_t rows) {
+/* The scale and the window, the last arguments of every attention kernel. */
+static void attn_params(launch *l, const spin_kcall *c) {
     arg_f32(l, c->p.f[0]);
     arg_i64(l, c->p.i[0]);
-    return launch_grid(dev, l, rows, ATTN_GROUP);
 }
 
 static spin_status gpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
@@ -727,26 +727,31 @@ static spin_status gpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
     attn_mask_args(&l, c, 3);
     arg_buf(&l, &c->out[0]);
     arg_buf(&l, &c->out[1]);
-    return attn_run(dev, &l, c, rows);
+    attn_params(&l, c);
+    return launch_grid(dev, &l, rows, ATTN_GROUP);
 }
 
-/* dq over query rows, then dk and dv over key rows: each launch owns its output rows whole. */
+/* dq over query rows, then dk and dv over key rows: each launch owns its output rows whole. Both
+ * launches are built and checked before the first runs (test_gpu_launch_args then covers both). */
 static spin_status gpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
-    launch l;
-    int64_t rows;
-    SPIN_TRY(attn_begin(GK_attention_back_dq_f32, c, "ATTENTION_BACK", false, &l, &rows));
-    for (int i = 0; i < 6; i++)
-        arg_buf(&l, &c->in[i]);
-    attn_mask_args(&l, c, 6);
-    arg_buf(&l, &c->out[0]);
-    SPIN_TRY(attn_run(dev, &l, c, rows));
-    SPIN_TRY(attn_begin(GK_attention_back_dkdv_f32, c, "ATTENTION_BACK", true, &l, &rows));
-    for (int i = 0; i < 6; i++)
-        arg_buf(&l, &c->in[i]);
-    attn_mask_args(&l, c, 6);
-    arg_buf(&l, &c->out[1]);
-    arg_buf(&l, &c->out[2]);
-    return attn_run(dev, &l, c, rows);
+    launch dq, dkdv;
+    int64_t qrows, krows;
+    SPIN_TRY(attn_begin(GK_attention_back_dq_f32, c, "ATTENTION_BACK", false, &dq, &qrows));
+    SPIN_TRY(attn_begin(GK_attention_back_dkdv_f32, c, "ATTENTION_BACK", true, &dkdv, &krows));
+    for (int i = 0; i < 6; i++) {
+        arg_buf(&dq, &c->in[i]);
+        arg_buf(&dkdv, &c->in[i]);
+    }
+    attn_mask_args(&dq, c, 6);
+    attn_mask_args(&dkdv, c, 6);
+    arg_buf(&dq, &c->out[0]);
+    arg_buf(&dkdv, &c->out[1]);
+    arg_buf(&dkdv, &c->out[2]);
+    attn_params(&dq, c);
+    attn_params(&dkdv, c);
+    SPIN_TRY(check_args(&dkdv));
+    SPIN_TRY(launch_grid(dev, &dq, qrows, ATTN_GROUP));
+    return launch_grid(dev, &dkdv, krows, ATTN_GROUP);
 }
 
 /* ---- optimizer kernels (backends/kernels/optim.cl) ---- */
