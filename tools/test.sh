@@ -74,7 +74,7 @@ real_model_skipped=""
 # build-ocl/, so only the first run compiles (CLBlast's kernels alone take ~12 s cold).
 opencl() {
     local cache="$root/build-ocl/pocl-cache" t_start=$SECONDS
-    cmake -S . -B build-ocl -DBACKEND=opencl -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DSPIN_BUILD_BENCHMARKS=OFF >/dev/null &&
+    cmake -S . -B build-ocl -DBACKEND=opencl -DSPIN_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DSPIN_BUILD_BENCHMARKS=ON >/dev/null &&
         cmake --build build-ocl -j"$jobs" && mkdir -p "$cache" || return 1
     POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/test_ops_device >/tmp/spin-ocl-ops.txt 2>&1 ||
         { cat /tmp/spin-ocl-ops.txt; return 1; }
@@ -114,6 +114,13 @@ opencl() {
             echo "test_cli_$s on opencl:0: $(grep -c '^ok: ' /tmp/spin-ocl-cli-$s.txt) checks passed ($((SECONDS - t0)) s)"
         fi
     done
+    # bench_ops on the device against the CPU device, a smoke run of the row kernels (~6 s; the
+    # times are printed, never tested; docs/benchmarks.md has a full run)
+    t0=$SECONDS
+    POCL_CACHE_DIR="$cache" build-ocl/bin/bench_ops --quick --device opencl:0 --op attention,rmsnorm,softmax,logprob_gather \
+        >/tmp/spin-ocl-bench.txt 2>&1 || { cat /tmp/spin-ocl-bench.txt; return 1; }
+    sed -n '/against the CPU device/,/^$/p' /tmp/spin-ocl-bench.txt
+    echo "bench_ops on opencl:0: $((SECONDS - t0)) s"
     echo "opencl phase: $((SECONDS - t_start)) s"
 }
 
