@@ -34,6 +34,19 @@ lines() { grep -c . "$1"; }
 ok "demo --quick exits 0" [ $? = 0 ]
 ok "demo: the comparison table, all four models" grep -q "control: SFT continued" demo.log
 ok "demo: SPIN iteration 1 measured" grep -q "SPIN iteration 1 (θ_2)" demo.log
+# the verdict is computed from the table: its numbers must be the table's
+row() { awk -v k="$1" -v f="$2" 'index($0, k) == 3 {print $f; exit}' demo.log; } # the table's row (before the verdict)
+em0=$(row "SFT (θ_0)" 4) lp0=$(row "SFT (θ_0)" 6)
+em1=$(row "SPIN iteration 0 (θ_1)" 6) lp1=$(row "SPIN iteration 0 (θ_1)" 8)
+emc=$(row "control: SFT continued" 5) lpc=$(row "control: SFT continued" 7)
+said() { if [ "$2" = "$3" ]; then echo "left $1 at $2"; else echo "$1 from $2 to $3"; fi; }
+ok "demo: the table's numbers read back" bash -c "for v in $em0 $lp0 $em1 $lp1 $emc $lpc ''; do [ -z \"\$v\" ] && break; [[ \$v =~ ^-?[0-9]+[.][0-9]{3}\$ ]] || exit 1; done; [ \$(echo $em0 $lp0 $em1 $lp1 $emc $lpc | wc -w) = 6 ]"
+ok "demo: a verdict after the table" grep -q "^spin demo: verdict (held-out" demo.log
+ok "demo: the verdict's iteration 0 line has the table's numbers ($em0 -> $em1, $lp0 -> $lp1)" \
+    bash -c "grep '^  SPIN iteration 0 (θ_1) ' demo.log | grep -F -- '$(said "exact match" "$em0" "$em1")' | grep -qF -- '$(said "logp(real)" "$lp0" "$lp1")'"
+ok "demo: the verdict's control line has the control's numbers ($emc, $lpc)" \
+    grep -qF -- "reached $emc and $lpc:" demo.log
+ok "demo: the verdict ends with what self-play did in this run" grep -q "^  In this run self-play (two iterations) " demo.log
 ok "demo: the model directory made by the program (tokenizer.json with a ByteLevel pre-tokenizer)" \
     grep -q '"ByteLevel"' demo/base-model/tokenizer.json
 ok "demo: iterate's summary, two iterations" [ "$(lines demo/spin/iterate_summary.jsonl)" = 2 ]

@@ -1,11 +1,12 @@
 /* spin demo: the whole SPIN pipeline on a task small enough for two CPU cores. The program makes
  * everything itself (no downloads): a tiny Llama with a byte-level tokenizer and the zephyr chat
- * template, and a string task (reverse a short string of letters). It reformats the task into SPIN
- * rows (spin reformat), under-trains the model on the train split (spin train --loss sft), runs
- * two SPIN iterations on the same prompts (spin iterate), and, as a control, continues the SFT run
- * for as many updates as SPIN made. Every model is then measured on the held-out prompts: exact
- * match of its greedy answers, the mean log-prob of the ground truth, and the SPIN reward accuracy
- * against the SFT model. */
+ * template, and a string task (reverse a string of 4-8 letters from a-l; long and varied enough that
+ * the SFT model is still wrong on about half the held-out prompts, so there is room to improve). It reformats
+ * the task into SPIN rows (spin reformat), under-trains the model on the train split (spin train --loss sft),
+ * runs two SPIN iterations on the same prompts (spin iterate), and, as a control, continues the SFT run for
+ * as many updates as SPIN made. Every model is then measured on the held-out prompts: exact match of its
+ * greedy answers, the mean log-prob of the ground truth, and the SPIN reward accuracy against the SFT model.
+ */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
@@ -35,17 +36,18 @@ typedef struct {
 
 /* full: ~5 minutes on two cores; quick: seconds (the CLI test) */
 static const demo_preset presets[] = {
-    {"full", {96, 2, 4, 2, 256, 64, 1234}, 1000, 5, 5, 8, 0.2, "3e-3", "6", "5e-5", "2", "0.1", "16", 100},
+    {"full", {96, 2, 4, 2, 256, 64, 1234}, 1000, 4, 8, 12, 0.2, "1e-3", "6", "5e-6", "2", "0.1", "16", 100},
     {"quick", {32, 1, 4, 2, 64, 64, 1234}, 40, 3, 4, 6, 0.25, "1e-2", "30", "1e-4", "1", "0.1", "8", 16},
 };
 
 static void help(FILE *f) {
-    fprintf(f, "usage: spin demo [--dir DIR] [--quick] [--threads N]\n"
+    fprintf(f, "usage: spin demo [--dir DIR] [--quick] [--seed S] [--threads N] [--sft-epochs E]\n"
+               "                 [--spin-lr LR] [--spin-epochs E] [--beta B]\n"
                "\n"
-               "SPIN end to end on a task the program makes itself: reverse a string of 5 letters (a-h).\n"
+               "SPIN end to end on a task the program makes itself: reverse a string of 4-8 letters (a-l).\n"
                "  1. a tiny Llama (byte-level tokenizer.json, zephyr chat template, seeded random weights)\n"
                "     and the task as SFT records, split by `spin reformat`\n"
-               "  2. SFT on the train split, deliberately short (`spin train --loss sft`)\n"
+               "  2. SFT on the train split (`spin train --loss sft`), stopped while many answers are wrong\n"
                "  3. two SPIN iterations on the same prompts (`spin iterate`: generate, convert, score,\n"
                "     train, eval)\n"
                "  4. a control: the SFT run continued for as many updates as SPIN made\n"
@@ -55,7 +57,14 @@ static void help(FILE *f) {
                "options:\n"
                "  --dir DIR    where everything goes (default spin-demo); must not exist or be empty\n"
                "  --quick      a smaller model and task that finish in seconds (a smoke test)\n"
+               "  --seed S     one seed for the task's strings, the initial weights and every training\n"
+               "               run's shuffling (default 42)\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+               "  to try other settings (defaults: the preset's, printed on the first line):\n"
+               "  --sft-epochs E  epochs of the SFT run\n"
+               "  --spin-lr LR    SPIN's learning rate (both iterations)\n"
+               "  --spin-epochs E SPIN's epochs per iteration\n"
+               "  --beta B        SPIN's beta\n"
                "  --help, -h   this help\n");
 }
 
@@ -88,7 +97,7 @@ static uint64_t next_u64(uint64_t *s) { /* splitmix64 */
 }
 
 /* The task as SFT records (messages), distinct prompts. */
-static int write_task(const char *path, const demo_preset *p) {
+static int write_task(const char *path, const demo_preset *p, uint64_t seed) {
     char(*seen)[16] = calloc((size_t)p->prompts, sizeof *seen);
     char *tmp = NULL;
     FILE *f = seen ? jl_begin("demo", path, false, &tmp) : NULL;
@@ -96,7 +105,7 @@ static int write_task(const char *path, const demo_preset *p) {
         free(seen);
         return 1;
     }
-    uint64_t st = 42;
+    uint64_t st = seed;
     for (int i = 0; i < p->prompts;) {
         int len = p->min_len + (int)(next_u64(&st) % (uint64_t)(p->max_len - p->min_len + 1));
         char s[16], r[16];
@@ -187,17 +196,88 @@ static bool empty_dir(const char *dir) {
     return empty;
 }
 
+/* "raised WHAT from A to B", "lowered ...", or "left WHAT at A" */
+static void change(char *out, size_t cap, const char *what, double from, double to) {
+    if (to == from)
+        snprintf(out, cap, "left %s at %.3f", what, from);
+    else
+        snprintf(out, cap, "%s %s from %.3f to %.3f", to > from ? "raised" : "lowered", what, from, to);
+}
+
+/* The closing lines, computed from the table (em: exact match, lp: mean logp of the ground truth;
+ * 0 = SFT, 1 and 2 = SPIN iterations 0 and 1, 3 = the control). A change in exact match under
+ * 1/sqrt(n) (two standard errors of a rate near 0.5) is called noise. */
+static void verdict(const double em[4], const double lp[4], int64_t n) {
+    double noise = n > 0 ? 1.0 / sqrt((double)n) : NAN;
+    printf("\nspin demo: verdict (held-out, %lld prompts; exact-match changes under %.3f are within noise)\n",
+           (long long)n, noise);
+    for (int k = 1; k <= 2; k++) {
+        char e[96], l[96];
+        change(e, sizeof e, "exact match", em[0], em[k]);
+        change(l, sizeof l, "logp(real)", lp[0], lp[k]);
+        printf("  SPIN iteration %d (θ_%d) %s (%s) and %s.\n", k - 1, k, e,
+               fabs(em[k] - em[0]) < noise ? "within noise" : "beyond noise", l);
+    }
+    bool em_better = em[3] > em[2], lp_better = lp[3] > lp[2];
+    printf("  The control (SFT continued for as many updates) reached %.3f and %.3f: exact match %s SPIN "
+           "iteration 1's%s, logp(real) %s.\n",
+           em[3], lp[3],
+           em_better       ? "higher than"
+           : em[3] < em[2] ? "lower than"
+                           : "equal to",
+           fabs(em[3] - em[2]) < noise ? " (within noise)" : "", lp_better ? "higher" : "not higher");
+    bool em_up = em[2] - em[0] >= noise, em_down = em[0] - em[2] >= noise, lp_up = lp[2] > lp[0];
+    const char *self = em_up && lp_up      ? "improved the SFT model on both measures"
+                       : em_up             ? "raised exact match but lowered logp(real)"
+                       : lp_up && !em_down ? "raised logp(real), with exact match within noise"
+                                           : "did not improve the SFT model";
+    bool ctrl_em = em[3] - em[2] >= noise, spin_em = em[2] - em[3] >= noise;
+    const char *vs = ctrl_em && lp[3] > lp[2]    ? "the SFT control did better on both"
+                     : spin_em && lp[2] >= lp[3] ? "SPIN did better than the SFT control on both"
+                                                 : "neither SPIN nor the SFT control was better on both";
+    printf("  In this run self-play (two iterations) %s; %s.\n", self, vs);
+}
+
+/* A positive number, as the option's value (the trainer parses it again; this names the option). */
+static bool positive(const char *opt, const char *v) {
+    char *end;
+    double x = strtod(v, &end);
+    if (*v && !*end && x > 0 && isfinite(x))
+        return true;
+    fprintf(stderr, "spin demo: %s expects a positive number (got '%s')\n", opt, v);
+    return false;
+}
+
 int cmd_demo(int argc, char **argv) {
     const char *dir = "spin-demo";
-    const demo_preset *p = &presets[0];
+    demo_preset preset = presets[0];
+    const char *over[4] = {NULL, NULL, NULL, NULL}; /* sft-epochs, spin-lr, spin-epochs, beta */
+    static const char *const over_opt[4] = {"--sft-epochs", "--spin-lr", "--spin-epochs", "--beta"};
+    unsigned long long seed = 42;
     for (int i = 1; i < argc; i++) {
+        int o = -1;
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(argv[i], over_opt[k]) && i + 1 < argc)
+                o = k;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--quick")) {
-            p = &presets[1];
+            preset = presets[1];
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             dir = argv[++i];
+        } else if (o >= 0) {
+            over[o] = argv[++i];
+            if (!positive(over_opt[o], over[o]))
+                return 2;
+        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            seed = strtoull(argv[++i], &end, 10);
+            if (*end || !*argv[i] || *argv[i] == '-' || errno) {
+                fprintf(stderr, "spin demo: --seed expects an integer >= 0 (got '%s')\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             char *end;
             long t = strtol(argv[++i], &end, 10);
@@ -212,6 +292,12 @@ int cmd_demo(int argc, char **argv) {
             return 2;
         }
     }
+    const char **field[4] = {&preset.sft_epochs, &preset.spin_lr, &preset.spin_epochs, &preset.beta};
+    for (int k = 0; k < 4; k++)
+        if (over[k])
+            *field[k] = over[k];
+    preset.model.seed = seed;
+    const demo_preset *p = &preset;
     if (!empty_dir(dir)) {
         fprintf(stderr, "spin demo: %s exists and is not empty (remove it or pass --dir)\n", dir);
         return 1;
@@ -256,8 +342,11 @@ int cmd_demo(int argc, char **argv) {
         "hidden size %d\n",
         p->name, p->min_len, p->max_len, p->prompts, 100 * p->test_fraction, p->model.layers,
         p->model.hidden);
+    printf("spin demo: seed %llu; SFT adamw lr %s, %s epochs; SPIN rmsprop lr %s, beta %s, %s epochs per "
+           "iteration\n",
+           seed, p->sft_lr, p->sft_epochs, p->spin_lr, p->beta, p->spin_epochs);
     if (rc == 0)
-        rc = demo_model_write(path[BASE], &p->model) || write_task(path[TASK], p);
+        rc = demo_model_write(path[BASE], &p->model) || write_task(path[TASK], p, seed);
     char frac[32], steps[32];
     snprintf(frac, sizeof frac, "%g", p->test_fraction);
     if (rc == 0)
@@ -265,10 +354,12 @@ int cmd_demo(int argc, char **argv) {
                  "--test-fraction", frac, NULL);
     if (rc == 0)
         rc = write_sft(path[DATA], path[SFT_ROWS]);
-    /* SFT, short on purpose: the model knows the format but gets many answers wrong */
+    char a_seed[64];
+    snprintf(a_seed, sizeof a_seed, "--seed=%llu", seed);
+    /* SFT, stopped early: the model knows the format but gets many answers wrong */
     const char *lr_sft = p->sft_lr,
                *common[] = {"--max_length=64",    "--max_prompt_length=40", "--logging_steps=5",
-                            "--save_strategy=no", "--warmup_ratio=0",       "--seed=42"};
+                            "--save_strategy=no", "--warmup_ratio=0",       a_seed};
     char a_lr[64], a_ep[64], a_bs[64], a_model[1100], a_data[1100], a_out[1100];
     snprintf(a_lr, sizeof a_lr, "--learning_rate=%s", lr_sft);
     snprintf(a_ep, sizeof a_ep, "--num_train_epochs=%s", p->sft_epochs);
@@ -302,7 +393,7 @@ int cmd_demo(int argc, char **argv) {
                     "max_prompt_length: 40\n"
                     "logging_steps: 5\n"
                     "save_strategy: epoch\n"
-                    "seed: 42\n"
+                    "seed: %llu\n"
                     "iterate:\n"
                     "  input: %s\n"
                     "  num_iterations: 2\n"
@@ -311,7 +402,7 @@ int cmd_demo(int argc, char **argv) {
                     "    chat_template: true   # prompts as training renders them\n"
                     "    max_new_tokens: 12\n"
                     "    batch_size: %d\n",
-                    path[SFT], path[RUN], p->beta, p->spin_lr, p->spin_epochs, p->batch, path[DATA],
+                    path[SFT], path[RUN], p->beta, p->spin_lr, p->spin_epochs, p->batch, seed, path[DATA],
                     p->gen_batch);
             rc = jl_commit("demo", f, tmp, path[CFG], false);
         }
@@ -376,10 +467,13 @@ int cmd_demo(int argc, char **argv) {
                dir);
         printf("  %-26s %8s %12s %16s %14s %12s\n", "model", "updates", "exact match", "logp(real) mean",
                "reward acc", "margin");
+        double ems[4], lps[4];
+        int64_t n_test = 0;
         for (int k = 0; k < 4; k++) {
             double em = NAN;
             int64_t n = 0;
             iterate_exact_match(ans[k], &em, &n);
+            n_test = n;
             double lp = k == 0 ? num_at(ev[1], "rewards", NULL) : num_at(ev[k], "logps", "real");
             if (k == 0) { /* the SFT model is every eval's opponent */
                 json_object *rw = NULL, *ol = NULL;
@@ -388,6 +482,7 @@ int cmd_demo(int argc, char **argv) {
                          ? num_at(ol, "real", NULL)
                          : NAN;
             }
+            ems[k] = em, lps[k] = lp;
             printf("  %-26s %8lld %7.3f (%lld) %16.3f", label[k], upd[k], em, (long long)n, lp);
             if (k == 0)
                 printf(" %14s %12s\n", "-", "-");
@@ -403,6 +498,7 @@ int cmd_demo(int argc, char **argv) {
             path[RUN], path[RUN]);
         for (int k = 1; k < 4; k++)
             json_object_put(ev[k]);
+        verdict(ems, lps, n_test);
         printf("spin demo: %.0f s\n", now_s() - t0);
     }
     return rc;
