@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # spin iterate and spin demo end to end: `spin demo --quick` (its own byte-level Llama, reformat ->
-# SFT -> two SPIN iterations -> an SFT control -> the comparison table), then `spin iterate` for two
-# iterations from its SFT model: the layout, the summary, iteration 1 training on iteration 0's and
-# its own data, a per-iteration override, a rerun that skips every stage, SIGKILL during iteration
-# 1's training and during a generation followed by a rerun that ends with the same model, bit for
-# bit, and bad configs that must fail naming the file and line. Usage: test_iterate.sh SPIN_BINARY
+# SFT -> two SPIN iterations -> an SFT control -> the comparison table and its verdict; bad
+# options), then `spin iterate` for two iterations from its SFT model: the layout, the summary,
+# iteration 1 training on iteration 0's and its own data, a per-iteration override, a rerun that
+# skips every stage, SIGKILL during iteration 1's training and during a generation followed by a
+# rerun that ends with the same model, bit for bit, and bad configs that must fail naming the file
+# and line. Usage: test_iterate.sh SPIN_BINARY
 set -u
 spin=$(realpath "$1")
 dir=$(mktemp -d)
@@ -50,6 +51,9 @@ ok "demo: the verdict ends with what self-play did in this run" grep -q "^  In t
 ok "demo: the model directory made by the program (tokenizer.json with a ByteLevel pre-tokenizer)" \
     grep -q '"ByteLevel"' demo/base-model/tokenizer.json
 ok "demo: iterate's summary, two iterations" [ "$(lines demo/spin/iterate_summary.jsonl)" = 2 ]
+err "demo: --seed must be an integer" "--seed expects an integer >= 0 (got '4x')" "$spin" demo --seed 4x --dir bad
+err "demo: --beta must be positive" "--beta expects a positive number (got '0')" "$spin" demo --beta 0 --dir bad
+ok "demo: bad options write nothing" [ ! -e bad ]
 err "demo: refuses a directory that is not empty" "exists and is not empty" "$spin" demo --quick --dir demo
 
 # ---- spin iterate from the demo's SFT model ----

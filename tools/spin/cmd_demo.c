@@ -53,7 +53,8 @@ static void help(FILE *f) {
                "     train, eval)\n"
                "  4. a control: the SFT run continued for as many updates as SPIN made\n"
                "  5. every model on the held-out prompts: exact match of greedy answers, mean log-prob of\n"
-               "     the ground truth, reward accuracy and margin against the SFT model (`spin eval`)\n"
+               "     the ground truth, reward accuracy and margin against the SFT model (`spin eval`), and\n"
+               "     a verdict in words computed from those numbers\n"
                "\n"
                "options:\n"
                "  --dir DIR    where everything goes (default spin-demo); must not exist or be empty\n"
@@ -61,7 +62,7 @@ static void help(FILE *f) {
                "  --seed S     one seed for the task's strings, the initial weights and every training\n"
                "               run's shuffling (default 42)\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
-               "  to try other settings (defaults: the preset's, printed on the first line):\n"
+               "  to try other settings (defaults: the preset's, printed at the start):\n"
                "  --sft-epochs E  epochs of the SFT run\n"
                "  --spin-lr LR    SPIN's learning rate (both iterations)\n"
                "  --spin-epochs E SPIN's epochs per iteration\n"
@@ -504,6 +505,8 @@ int cmd_demo(int argc, char **argv) {
             "  exact match: greedy answer == ground truth; logp(real): mean summed log-prob of the "
             "ground-truth\n"
             "  answer; reward acc / margin: SPIN rewards against the SFT model on its own held-out answers.\n"
+            "  The greedy answers attend to the prompt's EOS tokens, which training masks (uclaml/SPIN's\n"
+            "  quirk 3): see docs/spin.md, \"The demo\", for what that does to exact match.\n"
             "  SPIN's per-iteration summary: %s/iterate_summary.jsonl; charts: %s/metrics.png\n",
             path[RUN], path[RUN]);
         for (int k = 1; k < 4; k++)
