@@ -180,6 +180,20 @@ ok "SPPO: scores beside the file" [ -f sppo.opponent_scores.jsonl ]
 ok "ipo, reference-free, no scores needed" "$spin" train --model model --data dpo.jsonl --output ipo --loss ipo --reference-free --scores=none.jsonl
 ok "reference-free: no scores file" [ ! -e none.jsonl ]
 ok "sigmoid with label smoothing" "$spin" train --model model --data dpo.jsonl --output ls --label-smoothing 0.1 --opponent=model
+# weight decay with the Trainer's groups: after one AdamW update the tiny Llama's norm weights equal
+# the run without decay byte for byte, its projections differ (python3 reads the safetensors)
+W="--model model --data dpo.jsonl --opponent model --optim adamw_torch --lr_scheduler_type constant --warmup_ratio 0 --max_steps 1 --learning_rate 1e-2 --per_device_train_batch_size=2"
+ok "adamw, weight_decay 0.1" "$spin" train $W --output wd1 --weight_decay 0.1
+ok "adamw, weight_decay 0" "$spin" train $W --output wd0
+tensor_bytes() { # FILE NAME -> hex of the tensor's bytes
+    python3 -c 'import json,struct,sys
+f=open(sys.argv[1],"rb"); n=struct.unpack("<Q",f.read(8))[0]; h=json.loads(f.read(n)); a,b=h[sys.argv[2]]["data_offsets"]
+f.seek(8+n+a); print(f.read(b-a).hex())' "$1" "$2"
+}
+ok "weight_decay: norm weights not decayed" [ "$(tensor_bytes wd1/model.safetensors model.layers.0.input_layernorm.weight)" = \
+    "$(tensor_bytes wd0/model.safetensors model.layers.0.input_layernorm.weight)" ]
+ok "weight_decay: projections decayed" [ "$(tensor_bytes wd1/model.safetensors model.layers.0.self_attn.q_proj.weight)" != \
+    "$(tensor_bytes wd0/model.safetensors model.layers.0.self_attn.q_proj.weight)" ]
 err "label smoothing with hinge refused" "label_smoothing" "$spin" train --model model --data dpo.jsonl --output x --loss hinge --label-smoothing 0.1
 err "unknown loss" "sppo_hard" "$spin" train --model model --data dpo.jsonl --output x --loss dpo
 ok "SPPO loss on data without the columns refused" not "$spin" train --model model --data dpo.jsonl --output x --loss sppo --opponent=model

@@ -197,6 +197,7 @@ static int build_train_config(const train_cli_config *c, const train_rows *r, sp
     t->average_logprob = false;
     t->optim = spin_optim_defaults(ok);
     t->optim.weight_decay = c->weight_decay;
+    t->decay_rule = SPIN_DECAY_HF; /* the Trainer's no-decay group (transformers 4.37) */
     t->optim.max_grad_norm = c->max_grad_norm;
     if (ok == SPIN_OPTIM_ADAMW) {
         t->optim.beta1 = c->adam_beta1;
@@ -287,16 +288,6 @@ int cmd_train(int argc, char **argv) {
         rc = train_config_check("train", &c);
     if (rc == 0 && !c.output_dir) {
         fprintf(stderr, "spin train: output_dir is required (--output DIR)\n");
-        rc = 2;
-    }
-    /* HF puts biases and norm weights in a no-decay group; the trainer's optimizer decays every
-     * parameter alike, so a non-zero decay would differ from run_spin.py */
-    if (rc == 0 && c.weight_decay > 0) {
-        fprintf(stderr,
-                "spin train: %s: weight_decay %g is not supported (HF exempts norm weights from decay; this "
-                "trainer "
-                "cannot): use 0\n",
-                train_config_where(&c, "weight_decay"), c.weight_decay);
         rc = 2;
     }
     /* under mpirun every return before the training makes one cli_agree call, so a rank that stops

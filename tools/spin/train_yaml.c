@@ -254,7 +254,7 @@ const char train_config_help[] =
     "  warmup_ratio R           (default 0.1)   warmup_steps N  (default 0: use warmup_ratio)\n"
     "  num_train_epochs E       (default 1)     max_steps N     (default 0: use the epochs)\n"
     "  per_device_train_batch_size B (default 8)  gradient_accumulation_steps A (default 1)\n"
-    "  weight_decay W (default 0; > 0 is refused: HF exempts norm weights, this trainer cannot)\n"
+    "  weight_decay W (default 0; HF's groups: biases and Llama's norm weights are not decayed)\n"
     "  max_grad_norm G          (default 1.0)\n"
     "  adam_beta1 / adam_beta2 / adam_epsilon  (defaults 0.9 / 0.999 / 1e-8)\n"
     "  seed S                   (default 42)    data_seed S     shuffle seed (default: seed)\n"
