@@ -137,7 +137,9 @@ static spin_status finish(engine *e, int64_t b, spin_finish_reason why) {
 static spin_status accept(engine *e, int64_t b, const float *row) {
     slot *sl = &e->slots[b];
     const spin_gen_opts *o = e->o;
-    double u = o->temperature > 0 ? spin_gen_uniform(o->seed, sl->prompt, e->lens[sl->prompt] + sl->n) : 0;
+    double u = o->temperature > 0
+                   ? spin_gen_uniform(o->seed, o->index_offset + sl->prompt, e->lens[sl->prompt] + sl->n)
+                   : 0;
     float lp = 0;
     int32_t t =
         spin_sample(&e->smp, row, e->V, o->temperature, o->top_k, o->top_p, u, o->logprobs ? &lp : NULL);

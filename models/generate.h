@@ -38,7 +38,11 @@ typedef struct {
     float top_p;            /* nucleus mass, 1: off (default) */
     int64_t top_k;          /* 0: off (default) */
     uint64_t seed;          /* sampling seed (default 0) */
-    bool logprobs;          /* report each token's log-prob under the unmodified softmax */
+    /* the sampling streams of prompt i are keyed by index_offset + i (default 0): a caller that
+     * answers rows k.. of a longer list passes k, so a row's samples depend only on (seed, its row)
+     * whichever run, resumed run or rank answers it */
+    int64_t index_offset;
+    bool logprobs; /* report each token's log-prob under the unmodified softmax */
     /* EOS ids; n_eos == 0: the model's (generation_config.json, else config.json, else the
      * tokenizer's EOS token). ignore_eos: never stop on EOS (benchmarks). */
     const int32_t *eos_ids;

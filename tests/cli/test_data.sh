@@ -129,6 +129,14 @@ ok "generate: 9 rows after the resume" [ "$(wc -l <gen/loser_0.jsonl)" = 9 ]
 ok "generate: no duplicate rows" [ -z "$(users gen/loser_0.jsonl | uniq -d)" ]
 ok "generate: a finished shard reruns as a no-op" bash -c "'$spin' generate $G --data-frac 0 2>&1 | grep -q '9 rows (9 resumed, 0 generated'"
 ok "generate: shard 1" "$spin" generate $G --data-frac 1
+# sampled: a run resumed from a torn file writes what the uninterrupted run wrote
+S="--model model --input_dir ref --batch_size 4 --frac_len 9 --max-length 2048 --ignore-eos --max-new-tokens 16 --temperature 1 --seed 3"
+ok "generate: sampled shard" "$spin" generate $S --data-frac 0 --output_dir gs1
+mkdir gs2 && head -n 4 gs1/loser_0.jsonl >gs2/loser_0.jsonl && sed -n 5p gs1/loser_0.jsonl | head -c 30 >>gs2/loser_0.jsonl
+cp gs1/loser_0.options.json gs2/
+ok "generate: sampled, resumed from row 4" "$spin" generate $S --data-frac 0 --output_dir gs2
+ok "generate: sampled resume == uninterrupted, byte for byte" cmp gs1/loser_0.jsonl gs2/loser_0.jsonl
+ok "generate: sampled answers differ from greedy" bash -c "! cmp -s gs1/loser_0.jsonl gen/loser_0.jsonl"
 ok "generate: the two shards are the train split" [ "$( (users gen/loser_0.jsonl; users gen/loser_1.jsonl) | sort)" = "$(cat u_train.txt)" ]
 ok "generate: no empty answers" bash -c "! grep -q '\"role\":\"assistant\",\"content\":\"\"}]}' gen/loser_0.jsonl gen/loser_1.jsonl"
 ok "generate: answers are not the real responses" bash -c "! grep -qE '\"content\":\"([^\"]*)\"\\}\\],\"generated\":.*\"content\":\"\\1\"\\}\\]\\}$' gen/loser_0.jsonl"

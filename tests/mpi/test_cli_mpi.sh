@@ -8,7 +8,8 @@
 #            ZeRO-1 and the scores computed by train itself (scores byte for byte, model <= 1e-6);
 #   resume   a 2-rank checkpoint (stop_after) continued by 1 process with the same global batch ==
 #            the straight run (<= 1e-6), another global batch refused;
-#   generate greedy shards byte for byte, also resumed by 2 ranks from a torn 1-process file;
+#   generate greedy shards byte for byte, also resumed by 2 ranks from a torn 1-process file, and
+#            sampled shards byte for byte;
 #   iterate  two iterations: the same files, the same generated data, final model <= 1e-6.
 # Usage: test_cli_mpi.sh MPIRUN SPIN_BINARY ST_NERR
 set -u
@@ -104,6 +105,11 @@ run2 "$spin" generate $G --output-dir g3 >g3.log 2>&1
 ok "generate: 2 ranks resume a torn file" [ $? = 0 ]
 ok "generate: resumed at row 5" grep -q "16 rows (5 resumed, 11 generated" g3.log
 ok "generate: resumed == 1 process, byte for byte" cmp g1/loser_0.jsonl g3/loser_0.jsonl
+# sampled: a row's samples are keyed by (seed, its row), so 2 ranks write the 1-process bytes too
+ok "generate: sampled, 1 process" "$spin" generate $G --temperature 1 --seed 7 --output-dir s1
+ok "generate: sampled, 2 ranks" run2 "$spin" generate $G --temperature 1 --seed 7 --output-dir s2
+ok "generate: sampled, 2 ranks == 1 process, byte for byte" cmp s1/loser_0.jsonl s2/loser_0.jsonl
+ok "generate: sampled differs from greedy" bash -c "! cmp -s s1/loser_0.jsonl g1/loser_0.jsonl"
 
 # ---- iterate: two iterations on 1 process and on 2 ranks (global batch 4 both) ----
 cat >iconfig.yaml <<EOF

@@ -258,6 +258,37 @@ static void test_sampling_seeded(void **state) {
         for (int q = 0; q < NP; q++)
             assert_true(same_tokens(&r.s[q], &base.s[q]));
     }
+    /* index_offset: the last NP - 2 prompts alone, keyed from row 2, draw what they drew in the
+     * whole list (a resumed run, or another rank's block) */
+    {
+        const int32_t *pp[NP];
+        int64_t pl[NP];
+        for (int i = 2; i < NP; i++) {
+            pp[i - 2] = prompt_ptr[i];
+            pl[i - 2] = prompt_len[i];
+        }
+        int shift[NP];
+        for (int i = 0; i < NP; i++)
+            shift[i] = i + 2 < NP ? i + 2 : 0;
+        cur_perm = shift; /* collect checks call index i against prompt i + 2 */
+        results tail;
+        memset(&tail, 0, sizeof tail);
+        spin_gen_stats st;
+        spin_gen_opts ot = o;
+        ot.index_offset = 2;
+        assert_int_equal(spin_generate(m, NULL, pp, pl, NP - 2, &ot, collect, &tail, &st), SPIN_OK);
+        for (int q = 2; q < NP; q++)
+            assert_true(same_tokens(&tail.s[q - 2], &base.s[q]));
+        /* without the offset the same prompts draw other samples */
+        ot.index_offset = 0;
+        memset(&tail, 0, sizeof tail);
+        assert_int_equal(spin_generate(m, NULL, pp, pl, NP - 2, &ot, collect, &tail, &st), SPIN_OK);
+        int moved = 0;
+        for (int q = 2; q < NP; q++)
+            moved += !same_tokens(&tail.s[q - 2], &base.s[q]);
+        assert_true(moved >= NP - 3);
+        cur_perm = NULL;
+    }
     /* another seed changes the samples; the same seed again does not */
     o.seed = 99;
     run(m, NULL, &o, NULL, &r);

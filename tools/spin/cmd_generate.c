@@ -70,9 +70,8 @@ static void help(FILE *f) {
         "\n"
         "`mpirun -np N spin generate ...` (a -DSPIN_MPI=ON build) splits the rows still to do over the\n"
         "ranks in rounds of N x 4 x --batch-size rows; rank 0 appends each round's rows in shard order,\n"
-        "so the file is the one a single process writes (greedy decoding: the same bytes; sampling: each\n"
-        "rank's part of a round is drawn as a run resumed at its first row, so it differs from one\n"
-        "process). A killed job keeps the rounds already written; rerunning resumes.\n",
+        "so the file is the one a single process writes (greedy or sampled: a row's samples depend on\n"
+        "the seed and its row only). A killed job keeps the rounds already written; rerunning resumes.\n",
         gen_cli_options_help);
 }
 
@@ -191,8 +190,7 @@ static spin_status on_local_result(void *ctx, const spin_gen_result *r) {
 /* The rows s->it[0, n_todo) over every rank, in rounds: each rank answers its contiguous block of the
  * round (spin_shard_range), the blocks go to rank 0 (strings joined by NULs, one broadcast per rank),
  * which stores them in s->answer and appends and fsyncs the round (flush_rows). Rank 0 holds the
- * file; the others pass a run_state whose fd is -1. Every step's status is agreed. o->seed is the
- * run's seed before the per-call keying. */
+ * file; the others pass a run_state whose fd is -1. Every step's status is agreed. */
 static int generate_rounds(spin_comm *comm, gen_cli_model *g, const spin_gen_opts *o, run_state *s,
                            spin_gen_stats *st) {
     int rank = spin_comm_rank(comm), world = spin_comm_size(comm);
@@ -211,9 +209,9 @@ static int generate_rounds(spin_comm *comm, gen_cli_model *g, const spin_gen_opt
             ids[i] = s->it[t + lo + i].ids;
             lens[i] = s->it[t + lo + i].n_ids;
         }
-        /* as a run that starts at this block's first row (the single-process resume keying) */
+        /* a row's sampling stream is keyed by its row in the run's order: the same on any rank */
         spin_gen_opts call = *o;
-        call.seed = o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(s->resumed + t + lo);
+        call.index_offset = s->resumed + t + lo;
         local_state l = {ans, s->eos};
         spin_gen_stats one = {0};
         if (lrc == 0 && k > 0 &&
@@ -675,10 +673,10 @@ int cmd_generate(int argc, char **argv) {
             ids[i] = s.it[i].ids;
             lens[i] = s.it[i].n_ids;
         }
-        /* a prompt's sampling stream is keyed by its queue index: key the run by its first row too,
-         * so a resumed run does not replay the streams of the rows before it */
+        /* a prompt's sampling stream is keyed by its row in the run's order, so a resumed run draws
+         * what the uninterrupted run would have */
         if (rc == 0) {
-            o.seed = o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)done;
+            o.index_offset = done;
             if (spin_generate(g.m, g.tok, (const int32_t *const *)ids, lens, s.n_todo, &o, on_result, &s,
                               &st) != SPIN_OK ||
                 flush_rows(&s, true) != SPIN_OK) {
