@@ -189,7 +189,8 @@ static spin_status prefill(engine *e, const int64_t *free_slots, int64_t g) {
         for (int64_t t = 0; t < L; t++) {
             ids[i * T + pad + t] = e->prompts[e->next + i][t];
             pos[i * T + pad + t] = (int32_t)t;
-            mask[i * T + pad + t] = 1.0f;
+            bool masked = e->o->mask_prompt_id && e->prompts[e->next + i][t] == e->o->prompt_mask_id;
+            mask[i * T + pad + t] = masked ? 0.0f : 1.0f;
         }
     }
     /* the first fill (every row empty, every slot taken) goes straight into the cache */

@@ -42,6 +42,11 @@ typedef struct {
      * answers rows k.. of a longer list passes k, so a row's samples depend only on (seed, its row)
      * whichever run, resumed run or rank answers it */
     int64_t index_offset;
+    /* mask_prompt_id: prompt_mask_id gets attention 0 wherever it occurs in a prompt (default off),
+     * as uclaml/SPIN's training collator masks EOS inside the text, so generating with the prompt
+     * the model is trained and scored on conditions on what training sees */
+    bool mask_prompt_id;
+    int32_t prompt_mask_id;
     bool logprobs; /* report each token's log-prob under the unmodified softmax */
     /* EOS ids; n_eos == 0: the model's (generation_config.json, else config.json, else the
      * tokenizer's EOS token). ignore_eos: never stop on EOS (benchmarks). */

@@ -150,6 +150,13 @@ ok "generate: prompts as uclaml/SPIN's (options file)" grep -q '"prompt":"instru
 ok "generate: --chat-template" "$spin" generate $G --frac-len 0 --split test --chat-template --output-dir genchat
 ok "generate: --chat-template recorded" grep -q '"prompt":"zephyr"' genchat/loser_0_test.options.json
 ok "generate: --chat-template changes the answers" bash -c "! cmp -s gen/loser_0_test.jsonl genchat/loser_0_test.jsonl"
+ok "generate: --chat-template masks the prompt's EOS tokens, as training" grep -q '"prompt_eos":"masked"' genchat/loser_0_test.options.json
+ok "generate: the instruction prompt attends to all" grep -q '"prompt_eos":"attended"' gen/loser_0_test.options.json
+ok "generate: --attend-prompt-eos" "$spin" generate $G --frac-len 0 --split test --chat-template --attend-prompt-eos --output-dir genatt
+ok "generate: --attend-prompt-eos recorded" grep -q '"prompt_eos":"attended"' genatt/loser_0_test.options.json
+ok "generate: the EOS mask changes the answers" bash -c "! cmp -s genatt/loser_0_test.jsonl genchat/loser_0_test.jsonl"
+err "generate: resuming with the other EOS attention" "was generated with prompt_eos" \
+    "$spin" generate $G --frac-len 0 --split test --chat-template --output-dir genatt
 ok "generate: --overwrite starts over" "$spin" generate $G --data-frac 1 --overwrite --seed 5 --temperature 1
 ok "generate: overwritten shard has 9 rows" [ "$(wc -l <gen/loser_1.jsonl)" = 9 ]
 

@@ -60,11 +60,15 @@ typedef struct {
     char text[512];
 } seq;
 
-static void ref_greedy(spin_llama *m, int q, int64_t max_new, int32_t eos, seq *out) {
+/* mask_id >= 0: that id gets key mask 0 at the prompt positions where it occurs */
+static void ref_greedy_masked(spin_llama *m, int q, int64_t max_new, int32_t eos, int32_t mask_id, seq *out) {
     const int64_t V = m->cfg.vocab_size;
     int32_t ids[64];
+    float km[64];
     int64_t L = prompt_len[q];
     memcpy(ids, prompt_ids[q], (size_t)L * sizeof *ids);
+    for (int64_t t = 0; t < 64; t++)
+        km[t] = t < L && mask_id >= 0 && ids[t] == mask_id ? 0.0f : 1.0f;
     memset(out, 0, sizeof *out);
     out->finish = SPIN_FINISH_LENGTH;
     float *lg = malloc((size_t)V * sizeof *lg);
@@ -72,7 +76,8 @@ static void ref_greedy(spin_llama *m, int q, int64_t max_new, int32_t eos, seq *
     for (int64_t j = 0; j < max_new; j++) {
         spin_scope_begin();
         spin_tensor *ti = spin_from_host(dev, SPIN_I32, 2, (int64_t[]){1, L + j}, ids);
-        spin_tensor *h = spin_llama_forward(m, ti, NULL, NULL, NULL);
+        spin_tensor *tm = mask_id >= 0 ? spin_from_host(dev, SPIN_F32, 2, (int64_t[]){1, L + j}, km) : NULL;
+        spin_tensor *h = spin_llama_forward(m, ti, NULL, tm, NULL);
         spin_tensor *last = spin_narrow(h, 0, L + j - 1, 1);
         spin_tensor *l = spin_llama_logits(m, last);
         assert_int_equal(spin_tensor_read(l, lg, (size_t)V * sizeof *lg), SPIN_OK);
@@ -98,6 +103,10 @@ static void ref_greedy(spin_llama *m, int q, int64_t max_new, int32_t eos, seq *
     }
     spin_no_grad_end();
     free(lg);
+}
+
+static void ref_greedy(spin_llama *m, int q, int64_t max_new, int32_t eos, seq *out) {
+    ref_greedy_masked(m, q, max_new, eos, -1, out);
 }
 
 /* ---- running the engine ---- */
@@ -231,6 +240,49 @@ static void test_greedy_matches_reference(void **state) {
         assert_true(worst_lp < 1e-4);
         spin_llama_free(m);
     }
+}
+
+/* mask_prompt_id: the id gets attention 0 in the prompts (as the training collator masks EOS inside
+ * the text), decoding included: the engine (batch 3, slots refilled) against the reference's full
+ * forwards with that key mask, tokens up to near-ties and log-probs within 1e-4; the mask changes
+ * the answer of at least one prompt (so the check has teeth). */
+static void test_prompt_mask(void **state) {
+    (void)state;
+    spin_llama *m = load("llama_gqa");
+    const int64_t max_new = 8;
+    int32_t mask_id = prompt_ids[4][3]; /* an id of the longest prompt */
+    int with = 0, changed = 0;
+    seq ref[NP], plain;
+    for (int q = 0; q < NP; q++) {
+        ref_greedy_masked(m, q, max_new, -1, mask_id, &ref[q]);
+        bool has = false;
+        for (int64_t t = 0; t < prompt_len[q]; t++)
+            has |= prompt_ids[q][t] == mask_id;
+        with += has;
+        ref_greedy(m, q, max_new, -1, &plain);
+        changed +=
+            !(plain.n == ref[q].n && !memcmp(plain.toks, ref[q].toks, (size_t)plain.n * sizeof(int32_t)));
+    }
+    spin_gen_opts o = spin_gen_opts_default();
+    o.max_new_tokens = max_new;
+    o.ignore_eos = true;
+    o.logprobs = true;
+    o.batch_size = 3;
+    o.mask_prompt_id = true;
+    o.prompt_mask_id = mask_id;
+    results r;
+    run(m, NULL, &o, NULL, &r);
+    double worst_lp = 0;
+    int compared = 0;
+    for (int q = 0; q < NP; q++)
+        compared += compare_greedy(&r.s[q], &ref[q], &worst_lp);
+    printf("    id %d masked in %d of %d prompts: %d tokens checked, %d answers changed by the mask, worst "
+           "logprob diff %.1e\n",
+           (int)mask_id, with, NP, compared, changed, worst_lp);
+    assert_true(with >= 1);
+    assert_true(changed >= 1);
+    assert_true(worst_lp < 1e-4);
+    spin_llama_free(m);
 }
 
 static bool same_tokens(const seq *a, const seq *b) {
@@ -488,11 +540,9 @@ int main(void) {
     live_at_start = spin_tensor_live_count();
     make_prompts();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sampler),
-        cmocka_unit_test(test_greedy_matches_reference),
-        cmocka_unit_test(test_sampling_seeded),
-        cmocka_unit_test(test_stopping),
-        cmocka_unit_test(test_text_and_stop_strings),
+        cmocka_unit_test(test_sampler),         cmocka_unit_test(test_greedy_matches_reference),
+        cmocka_unit_test(test_sampling_seeded), cmocka_unit_test(test_prompt_mask),
+        cmocka_unit_test(test_stopping),        cmocka_unit_test(test_text_and_stop_strings),
         cmocka_unit_test(test_no_leaks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

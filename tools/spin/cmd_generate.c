@@ -58,6 +58,9 @@ static void help(FILE *f) {
         "                       user] and the generation prompt; --template NAME or the tokenizer's)\n"
         "                       (default: off: uclaml/SPIN's \"### Instruction: P\\n\\n### Response: \")\n"
         "  --template NAME      chat template for --chat-template (default: from tokenizer_config.json)\n"
+        "  --attend-prompt-eos  with --chat-template, let the answer attend to the EOS tokens inside the\n"
+        "                       prompt, as Hugging Face generate does (default: off: they get attention\n"
+        "                       0, as uclaml/SPIN's training and scoring collator gives them)\n"
         "  --add-special        encode prompts with the tokenizer's special tokens (BOS) (default: off,\n"
         "                       as uclaml/SPIN)\n"
         "  --max-length N       a prompt longer than N tokens is an error naming its file and line\n"
@@ -308,6 +311,8 @@ static json_object *options_json(const char *model, uint64_t weights, uint64_t t
     json_object_object_add(j, "rows", json_object_new_int64(rows));
     json_object_object_add(j, "prompt", json_object_new_string(prompt_mode));
     json_object_object_add(j, "add_special", json_object_new_boolean(add_special));
+    json_object_object_add(j, "prompt_eos",
+                           json_object_new_string(o->mask_prompt_id ? "masked" : "attended"));
     json_object_object_add(j, "max_length", json_object_new_int64(max_length));
     json_object_object_add(j, "max_new_tokens", json_object_new_int64(o->max_new_tokens));
     json_object_object_add(j, "temperature", json_object_new_double((double)o->temperature));
@@ -437,7 +442,7 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *tokenizer = NULL, *tpl = NULL, *input = NULL, *out_dir = "generated",
                *split = "train";
     int64_t frac_len = 0, data_frac = 0, max_length = -1;
-    bool chat = false, add_special = false, overwrite = false;
+    bool chat = false, add_special = false, overwrite = false, attend_prompt_eos = false;
     spin_gen_opts o = spin_gen_opts_default();
     o.batch_size = 16; /* generate.py's --batch_size */
     int rc = 0;
@@ -458,6 +463,8 @@ int cmd_generate(int argc, char **argv) {
             chat = true;
         } else if (!strcmp(a, "--add-special")) {
             add_special = true;
+        } else if (!strcmp(a, "--attend-prompt-eos")) {
+            attend_prompt_eos = true;
         } else if (!strcmp(a, "--overwrite")) {
             overwrite = true;
         } else if (i + 1 < argc && !strcmp(a, "--model")) {
@@ -596,6 +603,9 @@ int cmd_generate(int argc, char **argv) {
             rc = 1;
         }
         char *rm = realpath(model, NULL), *ri = realpath(input, NULL);
+        /* the training prompt is scored with its EOS tokens masked (quirk 3): generate from it so */
+        o.mask_prompt_id = chat && !attend_prompt_eos && spin_tokenizer_eos_id(g.tok) >= 0;
+        o.prompt_mask_id = spin_tokenizer_eos_id(g.tok);
         char prompt_mode[48];
         snprintf(prompt_mode, sizeof prompt_mode, "%s",
                  chat ? spin_chat_template_name(g.tpl) : "instruction");

@@ -72,6 +72,7 @@ static const struct {
     {"generation_config", "--generation-config", 'b'},
     {"ignore_eos", "--ignore-eos", 'b'},
     {"add_special", "--add-special", 'b'},
+    {"attend_prompt_eos", "--attend-prompt-eos", 'b'},
     {"max_length", "--max-length", 'i'},
     {"chat_template", NULL, 'b'},
     {"template", NULL, 's'},
@@ -102,7 +103,8 @@ static int read_generate(const ctx *c, const yaml_node_t *m, iterate_config *ic)
         if (!k || i == n)
             return bad(c, kn,
                        "iterate.generate: unknown key '%s' (batch_size, max_new_tokens, temperature, top_p, "
-                       "top_k, seed, stop, generation_config, ignore_eos, add_special, max_length, "
+                       "top_k, seed, stop, generation_config, ignore_eos, add_special, attend_prompt_eos, "
+                       "max_length, "
                        "chat_template, template, frac_len)%s",
                        k ? k : "?", "");
         char full[96];
