@@ -505,8 +505,7 @@ int cmd_demo(int argc, char **argv) {
             "  exact match: greedy answer == ground truth; logp(real): mean summed log-prob of the "
             "ground-truth\n"
             "  answer; reward acc / margin: SPIN rewards against the SFT model on its own held-out answers.\n"
-            "  The greedy answers attend to the prompt's EOS tokens, which training masks (uclaml/SPIN's\n"
-            "  quirk 3): see docs/spin.md, \"The demo\", for what that does to exact match.\n"
+            "  The greedy answers see the prompt as training scores it: its EOS tokens masked (quirk 3).\n"
             "  SPIN's per-iteration summary: %s/iterate_summary.jsonl; charts: %s/metrics.png\n",
             path[RUN], path[RUN]);
         for (int k = 1; k < 4; k++)
