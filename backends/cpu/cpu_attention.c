@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/cpu/attn_shape.h"
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/cpu_math.h"
 
@@ -45,33 +46,15 @@ typedef struct {
     const float *kmask; /* NULL: every key valid */
 } attn_dims;
 
-static bool view_contiguous(const spin_view *v) {
-    int64_t s = 1;
-    for (int i = v->ndim - 1; i >= 0; i--) {
-        if (v->shape[i] != 1 && v->stride[i] != s)
-            return false;
-        s *= v->shape[i];
-    }
-    return true;
-}
-
 /* The shapes come from the ops layer, which has validated them; the kernel re-checks only what
  * would make it read out of bounds if another caller got them wrong. */
 static spin_status attn_setup(const spin_kcall *c, int qpos_slot, int n_fixed, const char *name,
                               attn_dims *d) {
-    const spin_view *q = &c->in[0], *k = &c->in[1];
-    if (q->ndim != 4 || k->ndim != 4 || c->in[qpos_slot].ndim != 2)
-        return spin_fail(SPIN_ERR_INVALID, "%s: q and k must be 4-D and qpos 2-D", name);
-    for (int i = 0; i < c->n_in; i++)
-        if (!view_contiguous(&c->in[i]))
-            return spin_fail(SPIN_ERR_INVALID, "%s: input %d is not contiguous", name, i);
-    for (int i = 0; i < c->n_out; i++)
-        if (!view_contiguous(&c->out[i]))
-            return spin_fail(SPIN_ERR_INVALID, "%s: output %d is not contiguous", name, i);
-    d->B = q->shape[0], d->Hq = q->shape[1], d->Tq = q->shape[2], d->D = q->shape[3];
-    d->Hkv = k->shape[1], d->Tk = k->shape[2];
-    if (d->Hkv <= 0 || d->Hq % d->Hkv != 0 || k->shape[0] != d->B || k->shape[3] != d->D)
-        return spin_fail(SPIN_ERR_INVALID, "%s: q and k shapes disagree", name);
+    spin_attn_shape sh;
+    spin_status st = spin_attn_shape_check(c, qpos_slot, name, &sh);
+    if (st != SPIN_OK)
+        return st;
+    d->B = sh.B, d->Hq = sh.Hq, d->Tq = sh.Tq, d->D = sh.D, d->Hkv = sh.Hkv, d->Tk = sh.Tk;
     d->group = d->Hq / d->Hkv;
     d->scale = c->p.f[0];
     d->window = c->p.i[0];

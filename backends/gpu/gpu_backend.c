@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/cpu/attn_shape.h"
 #include "backends/cpu/id_errors.h"
 #include "backends/gpu/gpu_blas.h"
 #include "backends/gpu/gpu_kernel_list.h"
@@ -669,31 +670,15 @@ static spin_status gpu_ARGMAX(struct spin_device *dev, const spin_kcall *c) {
 
 #define ATTN_GROUP 64 /* as backends/kernels/attention.cl */
 
-static bool attn_contiguous(const spin_view *v) {
-    int64_t s = 1;
-    for (int i = v->ndim - 1; i >= 0; i--) {
-        if (v->shape[i] != 1 && v->stride[i] != s)
-            return false;
-        s *= v->shape[i];
-    }
-    return true;
-}
-
 /* The shape arguments (Hq, Hkv, Tq, Tk, D) after the checks of backends/cpu/cpu_attention.c; *rows
  * gets the block count: query rows, or key rows with `by_key`. */
-static spin_status attn_begin(spin_gpu_kid kid, const spin_kcall *c, const char *name, bool by_key, launch *l,
-                              int64_t *rows) {
-    const spin_view *q = &c->in[0], *k = &c->in[1];
-    if (q->ndim != 4 || k->ndim != 4)
-        return spin_fail(SPIN_ERR_INVALID, "%s: q and k must be 4-D", name);
-    for (int i = 0; i < c->n_in + c->n_out; i++)
-        if (!attn_contiguous(i < c->n_in ? &c->in[i] : &c->out[i - c->n_in]))
-            return spin_fail(SPIN_ERR_INVALID, "%s: %s %d is not contiguous", name,
-                             i < c->n_in ? "input" : "output", i < c->n_in ? i : i - c->n_in);
-    const int64_t B = q->shape[0], Hq = q->shape[1], Tq = q->shape[2], D = q->shape[3];
-    const int64_t Hkv = k->shape[1], Tk = k->shape[2];
-    if (Hkv <= 0 || Hq % Hkv != 0 || k->shape[0] != B || k->shape[3] != D)
-        return spin_fail(SPIN_ERR_INVALID, "%s: q and k shapes disagree", name);
+static spin_status attn_begin(spin_gpu_kid kid, const spin_kcall *c, int qpos_slot, const char *name,
+                              bool by_key, launch *l, int64_t *rows) {
+    spin_attn_shape sh;
+    spin_status st = spin_attn_shape_check(c, qpos_slot, name, &sh);
+    if (st != SPIN_OK)
+        return st;
+    const int64_t B = sh.B, Hq = sh.Hq, Tq = sh.Tq, D = sh.D, Hkv = sh.Hkv, Tk = sh.Tk;
     *l = launch_of(kid);
     arg_i64(l, Hq);
     arg_i64(l, Hkv);
@@ -721,7 +706,7 @@ static void attn_params(launch *l, const spin_kcall *c) {
 static spin_status gpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
     launch l;
     int64_t rows;
-    SPIN_TRY(attn_begin(GK_attention_fwd_f32, c, "ATTENTION", false, &l, &rows));
+    SPIN_TRY(attn_begin(GK_attention_fwd_f32, c, 3, "ATTENTION", false, &l, &rows));
     for (int i = 0; i < 3; i++)
         arg_buf(&l, &c->in[i]);
     attn_mask_args(&l, c, 3);
@@ -736,8 +721,8 @@ static spin_status gpu_ATTENTION(struct spin_device *dev, const spin_kcall *c) {
 static spin_status gpu_ATTENTION_BACK(struct spin_device *dev, const spin_kcall *c) {
     launch dq, dkdv;
     int64_t qrows, krows;
-    SPIN_TRY(attn_begin(GK_attention_back_dq_f32, c, "ATTENTION_BACK", false, &dq, &qrows));
-    SPIN_TRY(attn_begin(GK_attention_back_dkdv_f32, c, "ATTENTION_BACK", true, &dkdv, &krows));
+    SPIN_TRY(attn_begin(GK_attention_back_dq_f32, c, 6, "ATTENTION_BACK", false, &dq, &qrows));
+    SPIN_TRY(attn_begin(GK_attention_back_dkdv_f32, c, 6, "ATTENTION_BACK", true, &dkdv, &krows));
     for (int i = 0; i < 6; i++) {
         arg_buf(&dq, &c->in[i]);
         arg_buf(&dkdv, &c->in[i]);

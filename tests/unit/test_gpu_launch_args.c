@@ -59,7 +59,15 @@ static void every_kernel_reaches_the_runtime(void **state) {
         if (!b->kernels[k])
             continue;
         spin_clear_error();
+        /* the attention kernels check their qpos input is 2-D [B, Tq] (backends/cpu/attn_shape.h) */
+        int qpos = k == SPIN_K_ATTENTION ? 3 : k == SPIN_K_ATTENTION_BACK ? 6 : -1;
+        spin_view keep = qpos >= 0 ? c.in[qpos] : c.in[0];
+        if (qpos >= 0)
+            c.in[qpos] =
+                (spin_view){.buf = keep.buf, .dtype = SPIN_I32, .ndim = 2, .shape = {1, 2}, .stride = {2, 1}};
         spin_status s = b->kernels[k](&dev, &c);
+        if (qpos >= 0)
+            c.in[qpos] = keep;
         checked++;
         bool reached = s == SPIN_ERR_DEVICE || s == SPIN_ERR_OOM;
         printf("  %-18s %-13s %s\n", spin_kernel_name((spin_kernel)k), spin_status_name(s),
