@@ -41,9 +41,12 @@ typedef struct {
 static options opt;
 static spin_device *dev;
 
+/* A device error surfacing at the wait (a bad id, ids.cl) makes every timing after it meaningless. */
 static void sync_dev(void) {
-    if (dev->backend->synchronize)
-        dev->backend->synchronize(dev);
+    if (dev->backend->synchronize && dev->backend->synchronize(dev) != SPIN_OK) {
+        fprintf(stderr, "%s: synchronize: %s\n", dev->name, spin_last_error());
+        exit(1);
+    }
 }
 
 /* ---- rooflines ---- */

@@ -86,9 +86,12 @@ static spin_device *dev;      /* the device the row being measured runs on */
 static spin_device *main_dev; /* the device asked for */
 static spin_device *cpu_dev;  /* the CPU, when main_dev is another device; else NULL */
 
+/* A device error surfacing at the wait (a bad id, ids.cl) makes every timing after it meaningless. */
 static void sync_dev(void) {
-    if (dev->backend->synchronize)
-        dev->backend->synchronize(dev);
+    if (dev->backend->synchronize && dev->backend->synchronize(dev) != SPIN_OK) {
+        fprintf(stderr, "%s: synchronize: %s\n", dev->name, spin_last_error());
+        exit(1);
+    }
 }
 
 static bool selected(const char *op, const char *group) {

@@ -41,7 +41,7 @@ typedef struct {
 struct spin_device;
 typedef spin_status (*spin_kernel_fn)(struct spin_device *dev, const spin_kcall *call);
 
-#define SPIN_BACKEND_API_VERSION 1
+#define SPIN_BACKEND_API_VERSION 2
 
 typedef struct spin_backend {
     int api_version; /* SPIN_BACKEND_API_VERSION */
@@ -60,7 +60,9 @@ typedef struct spin_backend {
                              size_t bytes);
     spin_status (*copy)(struct spin_device *dev, void *dst, size_t dst_offset_bytes, const void *src,
                         size_t src_offset_bytes, size_t bytes);
-    void (*synchronize)(struct spin_device *dev);
+    /* Waits for the queue. Fails with an error the device recorded on the way (a bad id: the
+     * device backends report it here or at the next to_host, not at the launch). */
+    spin_status (*synchronize)(struct spin_device *dev);
     /* Whether kernel k runs here for these input and output dtypes. */
     bool (*supports)(struct spin_device *dev, spin_kernel k, const spin_dtype *in, int n_in,
                      const spin_dtype *out, int n_out);

@@ -51,8 +51,9 @@ static spin_status cpu_copy(spin_device *dev, void *dst, size_t doff, const void
     return SPIN_OK;
 }
 
-static void cpu_synchronize(spin_device *dev) {
+static spin_status cpu_synchronize(spin_device *dev) {
     (void)dev;
+    return SPIN_OK;
 }
 
 /* Which input / output slots of a kernel hold i32 (ids, positions, indices); every other slot is

@@ -75,8 +75,11 @@ typedef struct {
     gpuDeviceProp prop;
     char arch[72];
     void *scratch;     /* GRAD_SUMSQ's block partials; reused (the stream is in order) */
-    void *ids_scratch; /* id checks' flag and EMBEDDING_BACK's chains (ids.cl); reused */
+    void *ids_scratch; /* EMBEDDING_BACK's chains (ids.cl); reused */
     size_t ids_scratch_bytes;
+    /* the id checks' error record (ids.cl), made at the first check, and its copy on the host */
+    void *ids_err;
+    int ids_err_host[SPIN_IDS_ERR_INTS];
     size_t scratch_bytes;
 } gpu_ctx;
 
@@ -105,6 +108,8 @@ static void gpu_device_close(spin_device *dev) {
         log_if_failed(gpuFree(c->scratch), "gpuFree", dev);
     if (c->ids_scratch)
         log_if_failed(gpuFree(c->ids_scratch), "gpuFree", dev);
+    if (c->ids_err)
+        log_if_failed(gpuFree(c->ids_err), "gpuFree", dev);
     if (c->stream)
         log_if_failed(gpuStreamDestroy(c->stream), "gpuStreamDestroy", dev);
     free(c);
@@ -207,14 +212,39 @@ static void gpu_free(spin_device *dev, void *buf) {
                      gpuGetErrorName(e), gpuGetErrorString(e));
 }
 
+/* Queues the copy of the id checks' error record (ids.cl) ahead of a stream synchronisation, so
+ * the check costs no wait of its own. */
+static spin_status ids_err_read(gpu_ctx *c) {
+    if (c->ids_err)
+        GPU_CHECK(gpuMemcpyAsync(c->ids_err_host, c->ids_err, sizeof c->ids_err_host, gpuMemcpyDeviceToHost,
+                                 c->stream));
+    return SPIN_OK;
+}
+
+/* After the synchronisation: a recorded bad id fails the call with the CPU's message, and the
+ * record is cleared so that the device works on after the report. */
+static spin_status ids_err_verdict(gpu_ctx *c) {
+    if (!c->ids_err || c->ids_err_host[SPIN_IDS_ERR_KERNEL] == 0)
+        return SPIN_OK;
+    int32_t rec[SPIN_IDS_ERR_INTS];
+    for (int i = 0; i < SPIN_IDS_ERR_INTS; i++)
+        rec[i] = c->ids_err_host[i];
+    spin_ids_record_clear(c->ids_err_host);
+    GPU_CHECK(gpuMemcpyAsync(c->ids_err, c->ids_err_host, sizeof c->ids_err_host, gpuMemcpyHostToDevice,
+                             c->stream));
+    GPU_CHECK(gpuStreamSynchronize(c->stream));
+    return spin_ids_record_error(rec);
+}
+
 static spin_status gpu_to_host(spin_device *dev, void *dst, const void *buf, size_t off, size_t bytes) {
     if (!bytes)
         return SPIN_OK;
     gpu_ctx *c = ctx_of(dev);
     GPU_CHECK(gpuSetDevice(c->ordinal));
+    SPIN_TRY(ids_err_read(c));
     GPU_CHECK(gpuMemcpyAsync(dst, (const char *)buf + off, bytes, gpuMemcpyDeviceToHost, c->stream));
     GPU_CHECK(gpuStreamSynchronize(c->stream));
-    return SPIN_OK;
+    return ids_err_verdict(c);
 }
 
 static spin_status gpu_from_host(spin_device *dev, void *buf, size_t off, const void *src, size_t bytes) {
@@ -250,14 +280,12 @@ static spin_status gpu_copy(spin_device *dev, void *dst, size_t doff, const void
     return SPIN_OK;
 }
 
-static void gpu_synchronize(spin_device *dev) {
+static spin_status gpu_synchronize(spin_device *dev) {
     gpu_ctx *c = ctx_of(dev);
-    gpuError_t e = gpuSetDevice(c->ordinal);
-    if (e == gpuSuccess)
-        e = gpuStreamSynchronize(c->stream);
-    if (e != gpuSuccess)
-        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: gpuStreamSynchronize on %s failed: %s: %s", __FILE__, __LINE__,
-                     dev->name, gpuGetErrorName(e), gpuGetErrorString(e));
+    GPU_CHECK(gpuSetDevice(c->ordinal));
+    SPIN_TRY(ids_err_read(c));
+    GPU_CHECK(gpuStreamSynchronize(c->stream));
+    return ids_err_verdict(c);
 }
 
 /* ---- launches: arguments collected in kernel order, then one checked launch ---- */
@@ -838,8 +866,7 @@ static spin_status gpu_RNG_NORMAL(struct spin_device *dev, const spin_kcall *c) 
 
 /* ---- kernels that index with ids (embedding.cl, cross_entropy.cl): ids checked first (ids.cl) ---- */
 
-/* ids_scratch with room for `ints` 32-bit integers: [0] the check's flag, then EMBEDDING_BACK's
- * chains. */
+/* ids_scratch with room for `ints` 32-bit integers (EMBEDDING_BACK's chains). */
 static spin_status ids_scratch(spin_device *dev, size_t ints) {
     gpu_ctx *cx = ctx_of(dev);
     size_t need = ints * sizeof(int);
@@ -854,43 +881,53 @@ static spin_status ids_scratch(spin_device *dev, size_t ints) {
     return cx->ids_scratch ? SPIN_OK : SPIN_ERR_OOM;
 }
 
-static launch check_ids_launch(const spin_view *ids, int64_t n, int64_t v, int64_t ignore, void *flag) {
-    launch l = launch_of(GK_check_ids_i32);
+/* check_ids_i32 or check_ids_note (the same arguments, the note's kernel code last) over `err`. */
+static launch check_ids_launch(spin_gpu_kid kid, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
+                               void *err, spin_ids_kernel kernel) {
+    launch l = launch_of(kid);
     arg_i64(&l, n);
     arg_buf(&l, ids);
     arg_i64(&l, v);
     arg_i64(&l, ignore);
-    arg_ptr(&l, flag);
+    arg_ptr(&l, err);
     arg_i64(&l, 0);
+    if (kid == GK_check_ids_note)
+        arg_int(&l, (int)kernel);
     return l;
 }
 
-/* *pos = the first position of ids (n, contiguous) holding an id outside [0, v) that is not
- * `ignore`, and *id that id; *pos = -1 when there is none. The flag is read right after the check
- * (4 bytes, the stream synchronised), so a bad id fails this kernel call with the CPU's message
- * before anything reads through it. */
-static spin_status first_bad_id(spin_device *dev, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
-                                int64_t *pos, int32_t *id) {
-    *pos = -1;
+/* Checks ids (n, contiguous) against [0, v) (`ignore` allowed) on the device, reading nothing back:
+ * check_ids_i32 finds the lowest bad position and check_ids_note records it with its id unless an
+ * earlier check failed. The kernels that follow skip what a bad id would index; the error reaches
+ * the host at the next to_host or synchronize (ids_err_verdict). */
+static spin_status check_ids(spin_device *dev, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
+                             spin_ids_kernel kernel) {
     if (n <= 0)
         return SPIN_OK;
     if (n > INT_MAX)
         return spin_fail(SPIN_ERR_UNSUPPORTED, "%lld ids: the device id check counts positions in 32 bits",
                          (long long)n);
-    launch l = check_ids_launch(ids, n, v, ignore, NULL);
+    launch l = check_ids_launch(GK_check_ids_i32, ids, n, v, ignore, NULL, kernel);
+    launch note = check_ids_launch(GK_check_ids_note, ids, n, v, ignore, NULL, kernel);
     SPIN_TRY(check_args(&l)); /* before the allocation (test_gpu_launch_args) */
-    SPIN_TRY(ids_scratch(dev, 1));
+    SPIN_TRY(check_args(&note));
     gpu_ctx *cx = ctx_of(dev);
-    l = check_ids_launch(ids, n, v, ignore, cx->ids_scratch);
-    int bad = (int)n;
-    SPIN_TRY(gpu_from_host(dev, cx->ids_scratch, 0, &bad, sizeof bad));
-    SPIN_TRY(launch_run(dev, &l, n));
-    SPIN_TRY(gpu_to_host(dev, &bad, cx->ids_scratch, 0, sizeof bad));
-    if (bad < n) {
-        *pos = bad;
-        SPIN_TRY(gpu_to_host(dev, id, ids->buf, (ids->offset + (size_t)bad) * sizeof *id, sizeof *id));
+    if (!cx->ids_err) { /* once per device: one small blocking copy */
+        void *m = gpu_alloc(dev, sizeof cx->ids_err_host);
+        if (!m)
+            return SPIN_ERR_OOM;
+        spin_ids_record_clear(cx->ids_err_host);
+        spin_status s = gpu_from_host(dev, m, 0, cx->ids_err_host, sizeof cx->ids_err_host);
+        if (s != SPIN_OK) {
+            gpu_free(dev, m);
+            return s;
+        }
+        cx->ids_err = m;
     }
-    return SPIN_OK;
+    l = check_ids_launch(GK_check_ids_i32, ids, n, v, ignore, cx->ids_err, kernel);
+    note = check_ids_launch(GK_check_ids_note, ids, n, v, ignore, cx->ids_err, kernel);
+    SPIN_TRY(launch_run(dev, &l, n));
+    return launch_run(dev, &note, 1);
 }
 
 #define NO_IGNORE INT64_MIN /* no i32 id equals it */
@@ -901,21 +938,18 @@ static spin_status gpu_EMBEDDING(struct spin_device *dev, const spin_kcall *c) {
     launch l = rows_begin(spin_dtype_size(w->dtype) == 4 ? GK_embedding_b32 : GK_embedding_b16, cols);
     arg_i64(&l, n * cols);
     arg_buf(&l, w);
+    arg_i64(&l, v);
     arg_buf(&l, ids);
     arg_buf(&l, y);
     SPIN_TRY(check_args(&l)); /* before the id check's device work (test_gpu_launch_args) */
-    int64_t pos;
-    int32_t id;
-    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
-    if (pos >= 0)
-        return spin_bad_id_error("embedding", id, pos, v);
+    SPIN_TRY(check_ids(dev, ids, n, v, NO_IGNORE, SPIN_IDS_EMBEDDING));
     return launch_run(dev, &l, n * cols);
 }
 
 static spin_status embedding_back_launches(spin_device *dev, const spin_kcall *c, int64_t v, int64_t cols,
                                            int64_t n, void *s, bool run);
 
-/* dw by chains of positions per id (ids.cl, embedding.cl): heads [V] and next [N] in ids_scratch. */
+/* dw by chains of positions per id (ids.cl, embedding.cl): heads [V] then next [N] in ids_scratch. */
 static spin_status gpu_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall *c) {
     const spin_view *ids = &c->in[0], *dw = &c->out[0];
     const int64_t v = c->p.i[0], cols = dw->shape[1], n = numel(ids);
@@ -923,12 +957,8 @@ static spin_status gpu_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall 
         return spin_fail(SPIN_ERR_INVALID, "embedding backward: V = %lld but dw has %lld rows", (long long)v,
                          (long long)dw->shape[0]);
     SPIN_TRY(embedding_back_launches(dev, c, v, cols, n, NULL, false)); /* test_gpu_launch_args */
-    int64_t pos;
-    int32_t id;
-    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
-    if (pos >= 0)
-        return spin_bad_id_error("embedding backward", id, pos, v);
-    SPIN_TRY(ids_scratch(dev, (size_t)(1 + v + n)));
+    SPIN_TRY(check_ids(dev, ids, n, v, NO_IGNORE, SPIN_IDS_EMBEDDING_BACK));
+    SPIN_TRY(ids_scratch(dev, (size_t)(v + n > 0 ? v + n : 1)));
     return embedding_back_launches(dev, c, v, cols, n, ctx_of(dev)->ids_scratch, true);
 }
 
@@ -940,32 +970,32 @@ static spin_status embedding_back_launches(spin_device *dev, const spin_kcall *c
     launch h = launch_of(GK_fill_heads_i32);
     arg_i64(&h, v);
     arg_ptr(&h, s);
-    arg_i64(&h, 1);
+    arg_i64(&h, 0);
     arg_int(&h, (int)n);
     SPIN_TRY(run ? launch_run(dev, &h, v) : check_args(&h));
     launch ch = launch_of(GK_embedding_heads_i32);
     arg_i64(&ch, n);
     arg_buf(&ch, ids);
+    arg_i64(&ch, v);
     arg_ptr(&ch, s);
-    arg_i64(&ch, 1);
+    arg_i64(&ch, 0);
     arg_ptr(&ch, s);
-    arg_i64(&ch, 1 + v);
+    arg_i64(&ch, v);
     SPIN_TRY(run ? launch_run(dev, &ch, n) : check_args(&ch));
     launch l = rows_begin(GK_embedding_back_f32, cols);
     arg_i64(&l, v * cols);
     arg_buf(&l, dy);
     arg_ptr(&l, s);
-    arg_i64(&l, 1);
+    arg_i64(&l, 0);
     arg_ptr(&l, s);
-    arg_i64(&l, 1 + v);
+    arg_i64(&l, v);
     arg_buf(&l, dw);
     arg_int(&l, (int)n);
     return run ? launch_run(dev, &l, v * cols) : check_args(&l);
 }
 
 static spin_status gpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
-    int64_t rows, cols, pos;
-    int32_t id;
+    int64_t rows, cols;
     rows_cols(&c->in[0], &rows, &cols);
     launch l = rows_begin(GK_ce_rows_f32, cols);
     arg_buf(&l, &c->in[0]);
@@ -974,15 +1004,12 @@ static spin_status gpu_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
         arg_buf(&l, &c->out[i]);
     arg_i64(&l, c->p.i[0]);
     SPIN_TRY(check_args(&l)); /* before the id check's device work (test_gpu_launch_args) */
-    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
-    if (pos >= 0)
-        return spin_bad_target_error("CE_ROWS", id, pos, cols, c->p.i[0]);
+    SPIN_TRY(check_ids(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], SPIN_IDS_CE_ROWS));
     return rows_run(dev, &l, rows);
 }
 
 static spin_status gpu_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
-    int64_t rows, cols, pos;
-    int32_t id;
+    int64_t rows, cols;
     rows_cols(&c->in[0], &rows, &cols);
     launch l = rows_begin(GK_ce_rows_back_f32, cols);
     arg_i64(&l, rows * cols);
@@ -991,9 +1018,7 @@ static spin_status gpu_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c
     arg_buf(&l, &c->out[0]);
     arg_i64(&l, c->p.i[0]);
     SPIN_TRY(check_args(&l)); /* before the id check's device work (test_gpu_launch_args) */
-    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
-    if (pos >= 0)
-        return spin_bad_target_error("CE_ROWS_BACK", id, pos, cols, c->p.i[0]);
+    SPIN_TRY(check_ids(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], SPIN_IDS_CE_ROWS_BACK));
     return launch_run(dev, &l, rows * cols);
 }
 

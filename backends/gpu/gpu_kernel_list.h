@@ -9,7 +9,8 @@
 #define SPIN_GPU_KERNELS(X)                                                                         \
     X(copy_f32) X(copy_i32) X(copy_f32_i32) X(copy_i32_f32) X(fill_f32) X(fill_i32)                 \
     X(copy_f32_bf16) X(copy_bf16_f32) X(copy_f32_f16) X(copy_f16_f32) X(copy_b16)                   \
-    X(check_ids_i32) X(fill_heads_i32) X(embedding_heads_i32) X(embedding_b32) X(embedding_b16)     \
+    X(check_ids_i32) X(check_ids_note) X(fill_heads_i32) X(embedding_heads_i32)                     \
+    X(embedding_b32) X(embedding_b16)                                                               \
     X(embedding_back_f32) X(ce_rows_f32) X(ce_rows_back_f32) X(topk_rounds_f32) X(topk_rank_f32)    \
     X(rng_uniform_f32) X(rng_normal_f32)                                                            \
     X(arange_f32) X(arange_i32) X(where_f32) X(where_i32) X(reduce_axis_f32)                        \

@@ -1,6 +1,7 @@
 /* The cross-entropy rows (core/kernels.h CE_ROWS, CE_ROWS_BACK) over contiguous [rows, V] logits,
- * following backends/cpu/cpu_cross_entropy.c: acc_t sums, f32 exponentials. Targets were checked
- * by check_ids_i32 (ids.cl) before these run, so every target is the ignore index or in [0, V). */
+ * following backends/cpu/cpu_cross_entropy.c: acc_t sums, f32 exponentials. check_ids_i32 (ids.cl)
+ * recorded any target outside [0, V) that is not the ignore index before these run; such a row
+ * reads no logit through it (logp 0, dx 0) and its error reaches the host at the next read. */
 #include "spin_kernel.h"
 
 /* One work-group per row: logp = x[t] - lse (0 when t == ignore), lse = m + log sum exp(x - m),
@@ -30,12 +31,13 @@ KERNEL ce_rows_f32(i64 cols, GLOBAL const float *x, i64 xo, GLOBAL const int *t,
         const int tr = t[to + r];
         lse[lseo + r] = (float)l;
         lsum[lsumo + r] = (float)s;
-        logp[lpo + r] = (i64)tr == ignore ? 0.0f : (float)((acc_t)xr[tr] - l);
+        const bool skip = (i64)tr == ignore || tr < 0 || (i64)tr >= cols;
+        logp[lpo + r] = skip ? 0.0f : (float)((acc_t)xr[tr] - l);
     }
 }
 
 /* One work-item per logit: dx = -g exp(x - lse), at the target g (1 - exp(x - lse)); 0 rows for
- * ignored targets. */
+ * ignored targets (and bad ones). */
 KERNEL ce_rows_back_f32(i64 cols, i64 total, GLOBAL const float *x, i64 xo, GLOBAL const int *t, i64 to,
                         GLOBAL const float *lse, i64 lseo, GLOBAL const float *g, i64 go, GLOBAL float *dx,
                         i64 dxo, i64 ignore) {
@@ -44,7 +46,7 @@ KERNEL ce_rows_back_f32(i64 cols, i64 total, GLOBAL const float *x, i64 xo, GLOB
         return;
     const i64 r = gid / cols, j = gid % cols;
     const int tr = t[to + r];
-    if ((i64)tr == ignore) {
+    if ((i64)tr == ignore || tr < 0 || (i64)tr >= cols) {
         dx[dxo + gid] = 0.0f;
         return;
     }

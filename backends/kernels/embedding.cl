@@ -1,5 +1,6 @@
 /* Embedding lookup and its gradient (core/kernels.h EMBEDDING, EMBEDDING_BACK), as
- * backends/cpu/cpu_embedding.c. The ids were checked by check_ids_i32 (ids.cl) first. */
+ * backends/cpu/cpu_embedding.c. check_ids_i32 (ids.cl) recorded any id outside [0, V) before these
+ * run; such an id reads nothing here (a zero row) and its error reaches the host at the next read. */
 #include "spin_kernel.h"
 
 #if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
@@ -12,13 +13,13 @@ typedef unsigned short emb_b16;
 
 /* y[i, j] = w[ids[i], j], copied as bits: f32 tables by 32-bit words, bf16/f16 by 16-bit ones. */
 #define EMBEDDING(NAME, T)                                                                        \
-    KERNEL NAME(i64 cols, i64 total, GLOBAL const T *w, i64 wo, GLOBAL const int *ids, i64 io,    \
-                GLOBAL T *y, i64 yo) {                                                            \
+    KERNEL NAME(i64 cols, i64 total, GLOBAL const T *w, i64 wo, i64 v, GLOBAL const int *ids,     \
+                i64 io, GLOBAL T *y, i64 yo) {                                                    \
         const i64 gid = GLOBAL_ID0;                                                               \
         if (gid >= total)                                                                         \
             return;                                                                               \
-        const i64 i = gid / cols, j = gid % cols;                                                 \
-        y[yo + gid] = w[wo + (i64)ids[io + i] * cols + j];                                        \
+        const i64 i = gid / cols, j = gid % cols, id = ids[io + i];                               \
+        y[yo + gid] = id >= 0 && id < v ? w[wo + id * cols + j] : (T)0;                           \
     }
 EMBEDDING(embedding_b32, emb_b32)
 EMBEDDING(embedding_b16, emb_b16)

@@ -152,7 +152,8 @@ static int ocl_device_count(void) {
 #define OCL_KERNELS(X)                                                                              \
     X(copy_f32) X(copy_i32) X(copy_f32_i32) X(copy_i32_f32) X(fill_f32) X(fill_i32)                 \
     X(copy_f32_bf16) X(copy_bf16_f32) X(copy_f32_f16) X(copy_f16_f32) X(copy_b16)                   \
-    X(check_ids_i32) X(fill_heads_i32) X(embedding_heads_i32) X(embedding_b32) X(embedding_b16)     \
+    X(check_ids_i32) X(check_ids_note) X(fill_heads_i32) X(embedding_heads_i32)                     \
+    X(embedding_b32) X(embedding_b16)                                                               \
     X(embedding_back_f32) X(ce_rows_f32) X(ce_rows_back_f32) X(topk_rounds_f32) X(topk_rank_f32)    \
     X(rng_uniform_f32) X(rng_normal_f32)                                                            \
     X(arange_f32) X(arange_i32) X(where_f32) X(where_i32) X(reduce_axis_f32)                        \
@@ -193,8 +194,11 @@ typedef struct {
     bool fp64;
     cl_mem scratch; /* GRAD_SUMSQ's block partials; reused (the queue is in order) */
     size_t scratch_bytes;
-    cl_mem ids_scratch; /* id checks' flag and EMBEDDING_BACK's chains (ids.cl); reused */
+    cl_mem ids_scratch; /* EMBEDDING_BACK's chains (ids.cl); reused */
     size_t ids_scratch_bytes;
+    /* the id checks' error record (ids.cl), made at the first check, and its copy on the host */
+    cl_mem ids_err;
+    cl_int ids_err_host[SPIN_IDS_ERR_INTS];
     size_t row_group; /* work-items per row kernel group: SPIN_ROW_GROUP, default 64 */
     bool gemm_tiled;  /* SPIN_GEMM=tiled: MATMUL through the shared tiled kernel instead of CLBlast */
 } ocl_ctx;
@@ -245,6 +249,8 @@ static void ocl_device_close(spin_device *dev) {
         clReleaseMemObject(c->scratch);
     if (c->ids_scratch)
         clReleaseMemObject(c->ids_scratch);
+    if (c->ids_err)
+        clReleaseMemObject(c->ids_err);
     if (c->program)
         clReleaseProgram(c->program);
     if (c->queue)
@@ -344,11 +350,37 @@ static void ocl_free(spin_device *dev, void *buf) {
         clReleaseMemObject((cl_mem)buf);
 }
 
+/* Queues the read of the id checks' error record (ids.cl) ahead of a blocking call: the in-order
+ * queue has it by the time that call returns, so the check costs no wait of its own. */
+static spin_status ids_err_read(spin_device *dev) {
+    ocl_ctx *c = ctx_of(dev);
+    if (c->ids_err)
+        CL_CHECK(clEnqueueReadBuffer(c->queue, c->ids_err, CL_FALSE, 0, sizeof c->ids_err_host,
+                                     c->ids_err_host, 0, NULL, NULL));
+    return SPIN_OK;
+}
+
+/* After the blocking call: a recorded bad id fails it with the CPU's message, and the record is
+ * cleared so that the device works on after the report. */
+static spin_status ids_err_verdict(spin_device *dev) {
+    ocl_ctx *c = ctx_of(dev);
+    if (!c->ids_err || c->ids_err_host[SPIN_IDS_ERR_KERNEL] == 0)
+        return SPIN_OK;
+    int32_t rec[SPIN_IDS_ERR_INTS];
+    for (int i = 0; i < SPIN_IDS_ERR_INTS; i++)
+        rec[i] = c->ids_err_host[i];
+    spin_ids_record_clear(c->ids_err_host);
+    CL_CHECK(clEnqueueWriteBuffer(c->queue, c->ids_err, CL_TRUE, 0, sizeof c->ids_err_host, c->ids_err_host,
+                                  0, NULL, NULL));
+    return spin_ids_record_error(rec);
+}
+
 static spin_status ocl_to_host(spin_device *dev, void *dst, const void *buf, size_t off, size_t bytes) {
     if (!bytes)
         return SPIN_OK;
+    SPIN_TRY(ids_err_read(dev));
     CL_CHECK(clEnqueueReadBuffer(ctx_of(dev)->queue, (cl_mem)buf, CL_TRUE, off, bytes, dst, 0, NULL, NULL));
-    return SPIN_OK;
+    return ids_err_verdict(dev);
 }
 
 static spin_status ocl_from_host(spin_device *dev, void *buf, size_t off, const void *src, size_t bytes) {
@@ -379,11 +411,10 @@ static spin_status ocl_copy(spin_device *dev, void *dst, size_t doff, const void
     return SPIN_OK;
 }
 
-static void ocl_synchronize(spin_device *dev) {
-    cl_int e = clFinish(ctx_of(dev)->queue);
-    if (e != CL_SUCCESS)
-        spin_log_msg(SPIN_LOG_ERROR, "%s:%d: clFinish failed: %s (%d)", __FILE__, __LINE__, cl_err_name(e),
-                     (int)e);
+static spin_status ocl_synchronize(spin_device *dev) {
+    SPIN_TRY(ids_err_read(dev));
+    CL_CHECK(clFinish(ctx_of(dev)->queue));
+    return ids_err_verdict(dev);
 }
 
 /* ---- launches ---- */
@@ -939,8 +970,8 @@ static spin_status ocl_RNG_NORMAL(struct spin_device *dev, const spin_kcall *c) 
 
 /* ---- kernels that index with ids (embedding.cl, cross_entropy.cl): ids checked first (ids.cl) ---- */
 
-/* ids_scratch with room for `ints` 32-bit integers: [0] the check's flag, then EMBEDDING_BACK's
- * chains. Queued launches keep a released buffer alive until they finish. */
+/* ids_scratch with room for `ints` 32-bit integers (EMBEDDING_BACK's chains). Queued launches keep
+ * a released buffer alive until they finish. */
 static spin_status ids_scratch(spin_device *dev, size_t ints) {
     ocl_ctx *cx = ctx_of(dev);
     size_t need = ints * sizeof(cl_int);
@@ -953,36 +984,45 @@ static spin_status ids_scratch(spin_device *dev, size_t ints) {
     return cx->ids_scratch ? SPIN_OK : SPIN_ERR_OOM;
 }
 
-/* *pos = the first position of ids (n, contiguous) holding an id outside [0, v) that is not
- * `ignore`, and *id that id; *pos = -1 when there is none. The flag is read right after the check
- * (one 4-byte blocking read), so a bad id fails this kernel call with the CPU's message before
- * anything reads through it. */
-static spin_status first_bad_id(spin_device *dev, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
-                                int64_t *pos, int32_t *id) {
-    *pos = -1;
+/* Checks ids (n, contiguous) against [0, v) (`ignore` allowed) on the device, reading nothing back:
+ * check_ids_i32 finds the lowest bad position and check_ids_note records it with its id unless an
+ * earlier check failed. The kernels that follow skip what a bad id would index; the error reaches
+ * the host at the next to_host or synchronize (ids_err_verdict). */
+static spin_status check_ids(spin_device *dev, const spin_view *ids, int64_t n, int64_t v, int64_t ignore,
+                             spin_ids_kernel kernel) {
     if (n <= 0)
         return SPIN_OK;
     if (n > INT32_MAX)
         return spin_fail(SPIN_ERR_UNSUPPORTED, "%lld ids: the device id check counts positions in 32 bits",
                          (long long)n);
-    SPIN_TRY(ids_scratch(dev, 1));
     ocl_ctx *cx = ctx_of(dev);
-    cl_int bad = (cl_int)n;
-    SPIN_TRY(ocl_from_host(dev, cx->ids_scratch, 0, &bad, sizeof bad));
-    launch l = {cx->kernels[OK_check_ids_i32], 0, CL_SUCCESS, 0};
-    arg_i64(&l, n);
-    arg_buf(&l, ids);
-    arg_i64(&l, v);
-    arg_i64(&l, ignore);
-    arg_(&l, sizeof cx->ids_scratch, &cx->ids_scratch);
-    arg_i64(&l, 0);
-    SPIN_TRY(launch_run(dev, &l, n));
-    SPIN_TRY(ocl_to_host(dev, &bad, cx->ids_scratch, 0, sizeof bad));
-    if (bad < n) {
-        *pos = bad;
-        SPIN_TRY(ocl_to_host(dev, id, ids->buf, (ids->offset + (size_t)bad) * sizeof *id, sizeof *id));
+    if (!cx->ids_err) { /* once per device: one small blocking write */
+        cl_mem m = ocl_alloc(dev, sizeof cx->ids_err_host);
+        if (!m)
+            return SPIN_ERR_OOM;
+        spin_ids_record_clear(cx->ids_err_host);
+        spin_status s = ocl_from_host(dev, m, 0, cx->ids_err_host, sizeof cx->ids_err_host);
+        if (s != SPIN_OK) {
+            clReleaseMemObject(m);
+            return s;
+        }
+        cx->ids_err = m;
     }
-    return SPIN_OK;
+    launch l = {cx->kernels[OK_check_ids_i32], 0, CL_SUCCESS, 0};
+    launch note = {cx->kernels[OK_check_ids_note], 0, CL_SUCCESS, 0};
+    launch *both[2] = {&l, &note};
+    for (int i = 0; i < 2; i++) {
+        arg_i64(both[i], n);
+        arg_buf(both[i], ids);
+        arg_i64(both[i], v);
+        arg_i64(both[i], ignore);
+        arg_(both[i], sizeof cx->ids_err, &cx->ids_err);
+        arg_i64(both[i], 0);
+    }
+    cl_int code = (cl_int)kernel;
+    arg_(&note, sizeof code, &code);
+    SPIN_TRY(launch_run(dev, &l, n));
+    return launch_run(dev, &note, 1);
 }
 
 #define NO_IGNORE INT64_MIN /* no i32 id equals it */
@@ -990,68 +1030,59 @@ static spin_status first_bad_id(spin_device *dev, const spin_view *ids, int64_t 
 static spin_status ocl_EMBEDDING(struct spin_device *dev, const spin_kcall *c) {
     const spin_view *w = &c->in[0], *ids = &c->in[1], *y = &c->out[0];
     const int64_t v = w->shape[0], cols = w->shape[1], n = numel(ids);
-    int64_t pos;
-    int32_t id;
-    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
-    if (pos >= 0)
-        return spin_bad_id_error("embedding", id, pos, v);
+    SPIN_TRY(check_ids(dev, ids, n, v, NO_IGNORE, SPIN_IDS_EMBEDDING));
     launch l = rows_begin(dev, spin_dtype_size(w->dtype) == 4 ? OK_embedding_b32 : OK_embedding_b16, cols);
     arg_i64(&l, n * cols);
     arg_buf(&l, w);
+    arg_i64(&l, v);
     arg_buf(&l, ids);
     arg_buf(&l, y);
     return launch_run(dev, &l, n * cols);
 }
 
-/* dw by chains of positions per id (ids.cl, embedding.cl): heads [V] and next [N] in ids_scratch. */
+/* dw by chains of positions per id (ids.cl, embedding.cl): heads [V] then next [N] in ids_scratch. */
 static spin_status ocl_EMBEDDING_BACK(struct spin_device *dev, const spin_kcall *c) {
     const spin_view *ids = &c->in[0], *dy = &c->in[1], *dw = &c->out[0];
     const int64_t v = c->p.i[0], cols = dw->shape[1], n = numel(ids);
     if (v != dw->shape[0])
         return spin_fail(SPIN_ERR_INVALID, "embedding backward: V = %lld but dw has %lld rows", (long long)v,
                          (long long)dw->shape[0]);
-    int64_t pos;
-    int32_t id;
-    SPIN_TRY(first_bad_id(dev, ids, n, v, NO_IGNORE, &pos, &id));
-    if (pos >= 0)
-        return spin_bad_id_error("embedding backward", id, pos, v);
-    SPIN_TRY(ids_scratch(dev, (size_t)(1 + v + n)));
+    SPIN_TRY(check_ids(dev, ids, n, v, NO_IGNORE, SPIN_IDS_EMBEDDING_BACK));
+    SPIN_TRY(ids_scratch(dev, (size_t)(v + n > 0 ? v + n : 1)));
     ocl_ctx *cx = ctx_of(dev);
     cl_mem s = cx->ids_scratch;
     cl_int nn = (cl_int)n;
     launch h = {cx->kernels[OK_fill_heads_i32], 0, CL_SUCCESS, 0};
     arg_i64(&h, v);
     arg_(&h, sizeof s, &s);
-    arg_i64(&h, 1);
+    arg_i64(&h, 0);
     arg_(&h, sizeof nn, &nn);
     SPIN_TRY(launch_run(dev, &h, v));
     launch ch = {cx->kernels[OK_embedding_heads_i32], 0, CL_SUCCESS, 0};
     arg_i64(&ch, n);
     arg_buf(&ch, ids);
+    arg_i64(&ch, v);
     arg_(&ch, sizeof s, &s);
-    arg_i64(&ch, 1);
+    arg_i64(&ch, 0);
     arg_(&ch, sizeof s, &s);
-    arg_i64(&ch, 1 + v);
+    arg_i64(&ch, v);
     SPIN_TRY(launch_run(dev, &ch, n));
     launch l = rows_begin(dev, OK_embedding_back_f32, cols);
     arg_i64(&l, v * cols);
     arg_buf(&l, dy);
     arg_(&l, sizeof s, &s);
-    arg_i64(&l, 1);
+    arg_i64(&l, 0);
     arg_(&l, sizeof s, &s);
-    arg_i64(&l, 1 + v);
+    arg_i64(&l, v);
     arg_buf(&l, dw);
     arg_(&l, sizeof nn, &nn);
     return launch_run(dev, &l, v * cols);
 }
 
 static spin_status ocl_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
-    int64_t rows, cols, pos;
-    int32_t id;
+    int64_t rows, cols;
     rows_cols(&c->in[0], &rows, &cols);
-    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
-    if (pos >= 0)
-        return spin_bad_target_error("CE_ROWS", id, pos, cols, c->p.i[0]);
+    SPIN_TRY(check_ids(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], SPIN_IDS_CE_ROWS));
     launch l = rows_begin(dev, OK_ce_rows_f32, cols);
     arg_buf(&l, &c->in[0]);
     arg_buf(&l, &c->in[1]);
@@ -1062,12 +1093,9 @@ static spin_status ocl_CE_ROWS(struct spin_device *dev, const spin_kcall *c) {
 }
 
 static spin_status ocl_CE_ROWS_BACK(struct spin_device *dev, const spin_kcall *c) {
-    int64_t rows, cols, pos;
-    int32_t id;
+    int64_t rows, cols;
     rows_cols(&c->in[0], &rows, &cols);
-    SPIN_TRY(first_bad_id(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], &pos, &id));
-    if (pos >= 0)
-        return spin_bad_target_error("CE_ROWS_BACK", id, pos, cols, c->p.i[0]);
+    SPIN_TRY(check_ids(dev, &c->in[1], numel(&c->in[1]), cols, c->p.i[0], SPIN_IDS_CE_ROWS_BACK));
     launch l = rows_begin(dev, OK_ce_rows_back_f32, cols);
     arg_i64(&l, rows * cols);
     for (int i = 0; i < 4; i++)

@@ -1,6 +1,7 @@
 /* Op cases: the kernels that index with ids (EMBEDDING, EMBEDDING_BACK, CE_ROWS, CE_ROWS_BACK) given
  * ids outside their range must fail with the CPU's message naming the first bad position, on every
- * device (the device backends check the ids on the device and read the verdict back); and
+ * device (the CPU at the call; the device backends check the ids on the device and fail the next
+ * read, opcheck.c); and
  * EMBEDDING_BACK launched directly (repeated ids, vocabulary rows nobody uses) against its sums.
  *
  * Tolerance: the direct EMBEDDING_BACK sums at most three f32 values per element in id order;
