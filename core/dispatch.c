@@ -60,7 +60,15 @@ static bool is_reduced(spin_dtype t) {
     return t == SPIN_BF16 || t == SPIN_F16;
 }
 
-/* Whether dev runs k when every bf16/f16 slot is given f32 instead (and some slot is bf16/f16). */
+/* Whether dev's COPY converts between t and f32 both ways (the widening's two casts). */
+static bool casts(spin_device *dev, spin_dtype t) {
+    spin_dtype f = SPIN_F32;
+    return dev->backend->supports(dev, SPIN_K_COPY, &t, 1, &f, 1) &&
+           dev->backend->supports(dev, SPIN_K_COPY, &f, 1, &t, 1);
+}
+
+/* Whether dev runs k when every bf16/f16 slot is given f32 instead (and some slot is bf16/f16), the
+ * casts included: then a device without bf16 kernels still keeps bf16 work on itself. */
 static bool widenable(spin_device *dev, spin_kernel k, int n_in, spin_tensor *const *in, int n_out,
                       spin_tensor *const *out) {
     if (!dev->backend->kernels[k] || !dev->backend->kernels[SPIN_K_COPY])
@@ -68,10 +76,14 @@ static bool widenable(spin_device *dev, spin_kernel k, int n_in, spin_tensor *co
     spin_dtype din[SPIN_KMAX_IN], dout[SPIN_KMAX_OUT];
     bool any = false;
     for (int i = 0; i < n_in; i++) {
+        if (is_reduced(in[i]->dtype) && !casts(dev, in[i]->dtype))
+            return false;
         any |= is_reduced(in[i]->dtype);
         din[i] = is_reduced(in[i]->dtype) ? SPIN_F32 : in[i]->dtype;
     }
     for (int i = 0; i < n_out; i++) {
+        if (is_reduced(out[i]->dtype) && !casts(dev, out[i]->dtype))
+            return false;
         any |= is_reduced(out[i]->dtype);
         dout[i] = is_reduced(out[i]->dtype) ? SPIN_F32 : out[i]->dtype;
     }
@@ -204,8 +216,8 @@ spin_status spin_launch(spin_kernel k, int n_in, spin_tensor *const *in, int n_o
                              spin_kernel_name(k));
     if (supported(dev, k, n_in, in, n_out, out))
         return native(dev, k, n_in, in, n_out, out, p);
-    /* f32 copies only on the CPU: another backend's missing bf16 kernels come from the CPU's */
-    if (dev == spin_cpu_device() && widenable(dev, k, n_in, in, n_out, out))
+    /* f32 copies on the device itself when it has the casts; else the CPU runs the kernel */
+    if (widenable(dev, k, n_in, in, n_out, out))
         return run_widened(dev, k, n_in, in, n_out, out, p);
     return run_on_cpu(dev, k, n_in, in, n_out, out, p);
 }

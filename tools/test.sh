@@ -83,7 +83,7 @@ opencl() {
     # the tiled GEMM kernel (backends/kernels/gemm.cl, SPIN_GEMM=tiled) against the CPU matmul;
     # the group reductions at work-group widths 32 and 64 (SPIN_ROW_GROUP)
     local t
-    for t in test_optim test_pref_loss test_trainer test_gemm_tiled test_group_width; do
+    for t in test_optim test_pref_loss test_trainer test_bf16 test_gemm_tiled test_group_width; do
         POCL_CACHE_DIR="$cache" SPIN_DEVICE=opencl:0 build-ocl/bin/$t >/tmp/spin-ocl-$t.txt 2>&1 ||
             { cat /tmp/spin-ocl-$t.txt; return 1; }
         grep -E '^\[  (PASSED|FAILED) ' /tmp/spin-ocl-$t.txt | sed "s/^/$t: /"

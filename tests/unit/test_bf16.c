@@ -175,24 +175,24 @@ static void test_round_to_nearest_even(void **s) {
 static void test_dispatch_widens(void **s) {
     (void)s;
     spin_scope_begin();
-    spin_device *cpu = spin_cpu_device();
+    spin_device *d = dev; /* the widening runs on the test's device (SPIN_DEVICE), not the CPU's */
     spin_tensor *af, *ab, *bf, *bb;
     pair_rand(2, (int64_t[]){3, 5}, 1, -2, 2, false, &af, &ab);
     pair_rand(2, (int64_t[]){3, 5}, 2, -2, 2, false, &bf, &bb);
-    uint64_t w0 = cpu->widened[SPIN_K_ADD];
+    uint64_t w0 = d->widened[SPIN_K_ADD];
     spin_tensor *yb = spin_add(ab, bb), *yf = spin_add(af, bf);
     expect_dtype(yb, SPIN_BF16);
-    assert_int_equal(cpu->widened[SPIN_K_ADD], w0 + 1);
+    assert_int_equal(d->widened[SPIN_K_ADD], w0 + 1);
     /* a + b in f32, rounded once */
     spin_tensor *r = spin_cast(yf, SPIN_BF16);
     assert_true(nerr(yb, r) == 0);
     /* mixed: f32 result (torch's promotion) */
     expect_dtype(spin_add(af, bb), SPIN_F32);
-    uint64_t e0 = cpu->widened[SPIN_K_EMBEDDING];
+    uint64_t e0 = d->widened[SPIN_K_EMBEDDING];
     int32_t ids[2] = {2, 0};
     spin_tensor *id = spin_from_host(dev, SPIN_I32, 1, (int64_t[]){2}, ids);
     expect_dtype(spin_embedding(ab, id), SPIN_BF16);
-    assert_int_equal(cpu->widened[SPIN_K_EMBEDDING], e0);
+    assert_int_equal(d->widened[SPIN_K_EMBEDDING], e0);
     spin_scope_end();
 }
 
@@ -833,6 +833,16 @@ static void test_recompute_bf16(void **s) {
     free_examples(&e);
 }
 
+/* Run last: on a device other than the CPU, every bf16 kernel above ran there (natively, or in f32
+ * through the device's own casts), none through the CPU fallback. */
+static void test_no_cpu_fallback(void **s) {
+    (void)s;
+    printf("  %s: %llu kernel calls widened to f32 there, %llu on the CPU fallback\n", dev->name,
+           (unsigned long long)spin_widened_total(dev), (unsigned long long)spin_fallback_total(dev));
+    if (dev != spin_cpu_device())
+        assert_int_equal(spin_fallback_total(dev), 0);
+}
+
 int main(void) {
     dev = spin_init();
     const struct CMUnitTest tests[] = {
@@ -850,6 +860,7 @@ int main(void) {
         cmocka_unit_test(test_training_tracks_f32),
         cmocka_unit_test(test_resume_bf16_bit_exact),
         cmocka_unit_test(test_recompute_bf16),
+        cmocka_unit_test(test_no_cpu_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
