@@ -12,6 +12,49 @@
 static _Thread_local int no_grad_depth;
 static _Thread_local int force_depth;
 static _Thread_local spin_pool node_pool = {sizeof(spin_node), NULL};
+static _Thread_local struct {
+    spin_leaf_hook_fn fn;
+    void *ctx;
+} leaf_hook;
+static _Thread_local int walk_depth; /* backward walks running on this thread (recompute nests them) */
+
+/* A set of tensors (small: a block's parameters, a graph's leaves). */
+typedef struct {
+    spin_tensor **items;
+    int n, cap;
+} tensor_set;
+
+static void set_push(tensor_set *s, spin_tensor *t) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->items = realloc(s->items, (size_t)s->cap * sizeof *s->items);
+        SPIN_ASSERT(s->items, "out of host memory");
+    }
+    s->items[s->n++] = t;
+}
+
+/* The leaves read while a recompute function runs forward (spin_checkpoint), or NULL. */
+static _Thread_local tensor_set *capture;
+
+static bool is_leaf(const spin_tensor *t) {
+    return t && !t->node && t->requires_grad;
+}
+
+static void capture_add(tensor_set *s, spin_tensor *t) {
+    for (int i = 0; i < s->n; i++)
+        if (s->items[i] == t)
+            return;
+    set_push(s, t);
+}
+
+void spin_autograd_set_leaf_hook(spin_leaf_hook_fn fn, void *ctx) {
+    leaf_hook.fn = fn;
+    leaf_hook.ctx = fn ? ctx : NULL;
+}
+
+bool spin_backward_running(void) {
+    return walk_depth > 0;
+}
 
 bool spin_grad_enabled(void) {
     return no_grad_depth == 0 || force_depth > 0;
@@ -37,6 +80,10 @@ static bool wants_grad(const spin_tensor *t) {
 
 spin_node *spin_autograd_record(spin_tensor *out, const char *name, spin_backward_fn backward, int n_in,
                                 spin_tensor *const *in) {
+    if (capture) /* before the grad-mode test: a recompute function runs forward without recording */
+        for (int i = 0; i < n_in; i++)
+            if (is_leaf(in[i]))
+                capture_add(capture, in[i]);
     if (!out || !spin_grad_enabled())
         return NULL;
     SPIN_ASSERT(n_in <= SPIN_NODE_MAX_IN, "%s: %d inputs", name, n_in);
@@ -86,6 +133,11 @@ static void node_release_state(spin_node *n) {
         n->ctx_free(n->ctx);
     n->ctx = NULL;
     n->ctx_free = NULL;
+    for (int i = 0; i < n->n_hidden; i++)
+        spin_tensor_release(n->hidden[i]);
+    free(n->hidden);
+    n->hidden = NULL;
+    n->n_hidden = 0;
     n->released = true;
 }
 
@@ -135,6 +187,10 @@ spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g) {
  * bf16 optimizer keeps f32 gradient buffers: micro-batches add up without bf16 rounding, and the
  * optimizer's f32 master update reads it as it is. */
 static spin_status accumulate_leaf(spin_tensor *t, spin_tensor *g) {
+    if (t->hook_pending < 0) /* a node that differentiates t was not counted: the hook came too early */
+        return spin_fail(SPIN_ERR_INVALID,
+                         "backward: leaf %s got a gradient after the leaf hook reported it complete",
+                         t->name);
     if (g->dtype == SPIN_F32 || t->grad || t->grad_as_interior)
         return spin_grad_accumulate(&t->grad, g); /* an f32 sum already, the first one in f32, or a
                                                      recompute stand-in summing as the tensor it stands for */
@@ -170,8 +226,46 @@ static bool list_has(const node_list *l, const spin_node *n) {
     return n->pending > 0;
 }
 
-/* Discovers every node reachable from root and counts, per node, how many edges lead into it. */
-static void collect(spin_node *root, node_list *all) {
+/* ---- leaf hook bookkeeping (only in a hooked walk) ---- */
+
+static void count_leaf(tensor_set *leaves, spin_tensor *t) {
+    if (t->hook_pending == 0)
+        set_push(leaves, spin_tensor_retain(t)); /* kept until the walk ends: nodes drop their inputs */
+    t->hook_pending++;
+}
+
+/* The edges from n to leaves: its leaf inputs and its hidden leaves. */
+static void count_node_leaves(spin_node *n, tensor_set *leaves) {
+    for (int i = 0; i < n->n_in; i++)
+        if (n->needs[i] && is_leaf(n->in[i]))
+            count_leaf(leaves, n->in[i]);
+    for (int i = 0; i < n->n_hidden; i++)
+        if (is_leaf(n->hidden[i]))
+            count_leaf(leaves, n->hidden[i]);
+}
+
+static spin_status leaf_edge_done(spin_tensor *t, spin_leaf_hook_fn fn, void *ctx) {
+    if (--t->hook_pending > 0)
+        return SPIN_OK;
+    t->hook_pending = -1;
+    return fn(ctx, t);
+}
+
+/* After n's backward: its edges to leaves are spent; the leaves with none left are reported. */
+static spin_status node_leaves_done(spin_node *n, spin_leaf_hook_fn fn, void *ctx) {
+    spin_status s = SPIN_OK;
+    for (int i = 0; i < n->n_in && s == SPIN_OK; i++)
+        if (n->needs[i] && is_leaf(n->in[i]))
+            s = leaf_edge_done(n->in[i], fn, ctx);
+    for (int i = 0; i < n->n_hidden && s == SPIN_OK; i++)
+        if (is_leaf(n->hidden[i]))
+            s = leaf_edge_done(n->hidden[i], fn, ctx);
+    return s;
+}
+
+/* Discovers every node reachable from root and counts, per node, how many edges lead into it (and,
+ * when leaves is not NULL, per leaf). */
+static void collect(spin_node *root, node_list *all, tensor_set *leaves) {
     node_list stack = {0};
     root->pending = 1; /* the seed counts as the root's one consumer */
     root->walking = true;
@@ -179,6 +273,8 @@ static void collect(spin_node *root, node_list *all) {
     list_push(&stack, root);
     while (stack.n) {
         spin_node *n = stack.items[--stack.n];
+        if (leaves)
+            count_node_leaves(n, leaves);
         for (int i = 0; i < n->n_in; i++) {
             spin_tensor *t = n->in[i];
             if (!n->needs[i] || !t || !t->node)
@@ -199,12 +295,20 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
     SPIN_ASSERT(spin_tensor_same_shape(out, seed), "seed gradient shape differs from the output");
     spin_scope_manual_begin();
     spin_no_grad_begin();
+    /* the hook serves the outermost walk: a recompute node's inner walk is part of its node */
+    spin_leaf_hook_fn hook = walk_depth == 0 ? leaf_hook.fn : NULL;
+    void *hook_ctx = leaf_hook.ctx;
+    walk_depth++;
     spin_status s = SPIN_OK;
+    tensor_set leaves = {0};
     if (!out->node) {
-        if (out->requires_grad)
+        if (out->requires_grad) {
             s = spin_grad_accumulate(&out->grad, seed);
-        else
+            if (s == SPIN_OK && hook)
+                s = hook(hook_ctx, out);
+        } else {
             s = spin_fail(SPIN_ERR_INVALID, "backward through a tensor that does not require grad");
+        }
         goto done;
     }
     if (out->node->released) {
@@ -213,7 +317,7 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
         goto done;
     }
     node_list all = {0}, ready = {0};
-    collect(out->node, &all);
+    collect(out->node, &all, hook ? &leaves : NULL);
     s = spin_grad_accumulate(&out->node->gacc, seed);
     out->node->pending = 0;
     list_push(&ready, out->node);
@@ -245,6 +349,8 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
         }
         for (int i = 0; i < n->n_in; i++)
             spin_tensor_release(gin[i]);
+        if (hook && s == SPIN_OK)
+            s = node_leaves_done(n, hook, hook_ctx);
         if (!keep_graph)
             node_release_state(n);
     }
@@ -260,6 +366,12 @@ spin_status spin_backward_seeded(spin_tensor *out, spin_tensor *seed, bool keep_
     free(all.items);
     free(ready.items);
 done:
+    for (int i = 0; i < leaves.n; i++) {
+        leaves.items[i]->hook_pending = 0;
+        spin_tensor_release(leaves.items[i]);
+    }
+    free(leaves.items);
+    walk_depth--;
     spin_no_grad_end();
     spin_scope_manual_end();
     return s;
@@ -328,10 +440,17 @@ static spin_status recompute_backward(spin_node *n, spin_tensor *gout, spin_tens
 spin_tensor *spin_checkpoint(spin_recompute_fn fn, const void *ctx, size_t ctx_size, int n_in,
                              spin_tensor *const *in) {
     bool record = spin_grad_enabled();
+    /* the leaves fn reads (parameters it captured) become the node's hidden leaves */
+    tensor_set read = {0}, *outer = capture;
+    if (record)
+        capture = &read;
     spin_scope_manual_begin();
     spin_no_grad_begin();
     spin_tensor *out = fn((void *)ctx, in, n_in);
     spin_no_grad_end();
+    capture = outer;
+    for (int i = 0; outer && i < read.n; i++)
+        capture_add(outer, read.items[i]);
     if (out && record) {
         /* Parameters captured in ctx may need gradients even when no input does, so the node is
          * recorded whenever grad mode is on. */
@@ -352,9 +471,15 @@ spin_tensor *spin_checkpoint(spin_recompute_fn fn, const void *ctx, size_t ctx_s
         n->ctx_free = recompute_ctx_free;
         n->out_ndim = out->ndim;
         memcpy(n->out_shape, out->shape, sizeof n->out_shape);
+        for (int i = 0; i < read.n; i++)
+            spin_tensor_retain(read.items[i]);
+        n->hidden = read.items;
+        n->n_hidden = read.n;
+        read.items = NULL;
         out->node = n;
         out->requires_grad = true;
     }
+    free(read.items);
     spin_scope_manual_end();
     return spin_scope_adopt(out);
 }

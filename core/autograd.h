@@ -31,6 +31,10 @@ struct spin_node {
     int out_ndim;
     void *ctx; /* op-private data, freed with ctx_free */
     void (*ctx_free)(void *ctx);
+    /* leaves the backward differentiates without holding them as inputs: the parameters a recompute
+     * function reads (spin_checkpoint), so a leaf hook knows this node still adds to them */
+    int n_hidden;
+    spin_tensor **hidden;
     bool released; /* backward has run and freed the saved state */
     /* traversal state */
     bool walking;  /* in a backward walk: its struct outlives its output tensor until the end */
@@ -71,6 +75,19 @@ typedef spin_tensor *(*spin_recompute_fn)(void *ctx, spin_tensor *const *in, int
  * so they are kept alive until backward. */
 spin_tensor *spin_checkpoint(spin_recompute_fn fn, const void *ctx, size_t ctx_size, int n_in,
                              spin_tensor *const *in);
+
+/* Leaf hook, for work that needs finished gradients while backward goes on (data-parallel training
+ * starts sending a block's gradients as soon as they are complete). While set, the outermost
+ * backward walk of this thread calls fn(ctx, leaf) once for each leaf it reaches (a tensor that
+ * requires grad and has no node), as soon as leaf's .grad holds all of this walk's contributions:
+ * after the last node that differentiates it has run, a recompute node counting for the parameters
+ * its function read. Leaves the walk does not reach are not reported. An error from fn ends the
+ * walk with it; so does a contribution to a leaf after it was reported. Thread-local; fn NULL
+ * clears it. Unset, backward does no extra work. */
+typedef spin_status (*spin_leaf_hook_fn)(void *ctx, spin_tensor *leaf);
+void spin_autograd_set_leaf_hook(spin_leaf_hook_fn fn, void *ctx);
+/* True while a backward walk runs on this thread (in a leaf hook, for instance). */
+bool spin_backward_running(void);
 
 /* Accumulates g into *acc (creating it, contiguous, on first use). */
 spin_status spin_grad_accumulate(spin_tensor **acc, spin_tensor *g);

@@ -22,6 +22,7 @@ struct spin_tensor {
     int64_t stride[SPIN_MAX_DIMS];
     bool requires_grad;
     bool grad_as_interior; /* a recompute boundary's stand-in: its gradient sums as an interior tensor's */
+    int hook_pending;      /* a leaf in a hooked backward walk: edges still to run; -1 once reported */
     spin_tensor *grad;
     struct spin_node *node; /* the op that produced this tensor, when recorded */
     char name[32];

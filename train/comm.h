@@ -15,6 +15,7 @@
 #ifndef SPIN_TRAIN_COMM_H
 #define SPIN_TRAIN_COMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,11 +51,39 @@ spin_status spin_comm_allgather(spin_comm *c, spin_tensor *src, spin_tensor *dst
 spin_status spin_comm_broadcast(spin_comm *c, spin_tensor *t, int root);
 spin_status spin_comm_barrier(spin_comm *c);
 
+/* Non-blocking reductions, to overlap communication with computation (dist_train.c starts each
+ * bucket's reduction during backward). The call starts the collective and returns; spin_comm_wait
+ * completes it, writes the result into the destination tensor and frees the request. Until then the
+ * tensors must not change (the request keeps references). They count as collectives of the
+ * communicator: every rank starts the same ones in the same order among its other collectives.
+ * Each gives the result its blocking twin gives (MPI: MPI_Iallreduce / MPI_Ireduce_scatter; NCCL:
+ * enqueued on its stream); *req is NULL when the call completed at once (a world of one). */
+typedef struct spin_comm_request spin_comm_request;
+spin_status spin_comm_iallreduce(spin_comm *c, spin_tensor *t, spin_reduce_op op, spin_comm_request **req);
+spin_status spin_comm_ireduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor *dst, const int64_t *counts,
+                                      spin_reduce_op op, spin_comm_request **req);
+/* Lets the transport move req along (MPI progresses a non-blocking collective only inside its
+ * calls) and says whether it has completed; req stays valid until spin_comm_wait. */
+spin_status spin_comm_test(spin_comm_request *req, bool *done);
+/* Completes req (NULL: nothing to do) and frees it, also when it fails. */
+spin_status spin_comm_wait(spin_comm_request *req);
+
 /* Host values: n doubles reduced in place over every rank (sum, mean or max), for metrics, flags
  * and norms. */
 spin_status spin_comm_allreduce_f64(spin_comm *c, double *v, int n, spin_reduce_op op);
 /* n bytes of rank root to every rank. */
 spin_status spin_comm_broadcast_bytes(spin_comm *c, void *buf, size_t n, int root);
+
+/* A log of this process's collectives, for tests that check when they happen: while set, each
+ * call (blocking, start or wait) appends its name, its element count and whether a backward walk
+ * was running (core/autograd.h) to log[0 .. cap); *n counts the calls, also beyond cap. log NULL
+ * stops logging. */
+typedef struct {
+    const char *call; /* "allreduce", "iallreduce", "wait", "allreduce_f64", ... */
+    int64_t numel;
+    bool in_backward;
+} spin_comm_event;
+void spin_comm_trace(spin_comm_event *log, int cap, int *n);
 
 /* Sharding n items (prompts to generate for, examples to score) over size ranks: rank gets
  * [*begin, *end), contiguous and in order, the first n % size ranks one item more, so

@@ -1,8 +1,30 @@
 /* The parts of train/comm.h that do not depend on the transport. */
 #include <stdio.h>
 
+#include "core/autograd.h"
 #include "train/comm.h"
 #include "train/comm/comm_internal.h"
+
+static struct {
+    spin_comm_event *log;
+    int cap, *n;
+} g_trace;
+
+void spin_comm_trace(spin_comm_event *log, int cap, int *n) {
+    g_trace.log = log && n ? log : NULL;
+    g_trace.cap = cap;
+    g_trace.n = n;
+    if (g_trace.log)
+        *n = 0;
+}
+
+void spin_comm_log(const char *call, int64_t numel) {
+    if (!g_trace.log)
+        return;
+    int k = (*g_trace.n)++;
+    if (k < g_trace.cap)
+        g_trace.log[k] = (spin_comm_event){call, numel, spin_backward_running()};
+}
 
 void spin_shard_range(int64_t n, int rank, int size, int64_t *begin, int64_t *end) {
     if (size < 1 || rank < 0 || rank >= size || n < 0) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/autograd.h"
 #include "core/dispatch.h"
 #include "core/scope.h"
 
@@ -32,8 +33,16 @@ struct spin_dist {
     int n_buckets;
     int *bstart;     /* [n_buckets + 1]: bucket b is parameters bstart[b] .. bstart[b+1]-1 */
     int *order;      /* scratch [n] */
-    double *present; /* scratch [n] */
+    float *flags;    /* scratch [n] */
     int64_t *counts; /* scratch [size] */
+    /* the update's reduction, bucket by bucket from the last to the first (the order backward
+     * completes them in, and the same on every rank) */
+    int next;                 /* the next bucket to start; -1 when all are */
+    int *left;                /* [n_buckets] parameters whose gradient backward has not completed */
+    bool *done;               /* [n] reported complete by the leaf hook */
+    spin_comm_request **reqs; /* [n_buckets] */
+    spin_tensor **wire;       /* [n_buckets] what each bucket sends */
+    spin_tensor **got;        /* [n_buckets] what it receives (the wire itself for an all-reduce) */
     spin_tensor *acc;
     int n_entries;
     entry *entries;
@@ -165,9 +174,15 @@ spin_status spin_dist_new(spin_comm *comm, int zero_stage, const spin_optim_conf
     d->held = calloc(n1, sizeof *d->held);
     d->bstart = calloc(n1 + 1, sizeof *d->bstart);
     d->order = calloc(n1, sizeof *d->order);
-    d->present = calloc(n1, sizeof *d->present);
+    d->flags = calloc(n1, sizeof *d->flags);
     d->counts = calloc((size_t)d->size, sizeof *d->counts);
-    if (!d->owner || !d->local_of || !d->held || !d->bstart || !d->order || !d->present || !d->counts) {
+    d->left = calloc(n1, sizeof *d->left);
+    d->done = calloc(n1, sizeof *d->done);
+    d->reqs = calloc(n1, sizeof *d->reqs);
+    d->wire = calloc(n1, sizeof *d->wire);
+    d->got = calloc(n1, sizeof *d->got);
+    if (!d->owner || !d->local_of || !d->held || !d->bstart || !d->order || !d->flags || !d->counts ||
+        !d->left || !d->done || !d->reqs || !d->wire || !d->got) {
         spin_dist_free(d);
         return spin_fail(SPIN_ERR_OOM, "dist: out of host memory");
     }
@@ -184,6 +199,7 @@ spin_status spin_dist_new(spin_comm *comm, int zero_stage, const spin_optim_conf
         if (i == 0 || layer_key(model->names[i], i) != layer_key(model->names[i - 1], i - 1))
             d->bstart[d->n_buckets++] = i;
     d->bstart[d->n_buckets] = d->n;
+    d->next = d->n_buckets - 1;
 
     /* ZeRO-1 owners clip with the global norm themselves (spin_dist_step), so their optimizer's own
      * clip is off (a coefficient of exactly 1) */
@@ -209,6 +225,8 @@ spin_status spin_dist_new(spin_comm *comm, int zero_stage, const spin_optim_conf
 void spin_dist_free(spin_dist *d) {
     if (!d)
         return;
+    if (d->reqs)
+        spin_dist_drop(d); /* a run that stopped between starting the reduction and the step */
     for (int k = 0; d->entries && k < d->n_entries; k++)
         if (d->entries[k].temp)
             spin_tensor_release(d->entries[k].t);
@@ -219,8 +237,13 @@ void spin_dist_free(spin_dist *d) {
     free(d->held);
     free(d->bstart);
     free(d->order);
-    free(d->present);
+    free(d->flags);
     free(d->counts);
+    free(d->left);
+    free(d->done);
+    free(d->reqs);
+    free(d->wire);
+    free(d->got);
     free(d->entries);
     free(d->names);
     free(d->tensors);
@@ -316,14 +339,14 @@ static spin_status ensure_grad(spin_tensor *p) {
     return s;
 }
 
-/* The parameters of bucket b to communicate, in wire order (by owner under ZeRO-1), with the
- * per-rank element counts; returns how many. */
-static int bucket_list(spin_dist *d, int b, bool with_grad_only) {
+/* The parameters of bucket b in wire order (by owner under ZeRO-1), with the per-rank element
+ * counts; returns how many. */
+static int bucket_list(spin_dist *d, int b) {
     int k = 0;
     memset(d->counts, 0, (size_t)d->size * sizeof *d->counts);
     for (int pass = 0; pass < (d->zero ? d->size : 1); pass++)
         for (int i = d->bstart[b]; i < d->bstart[b + 1]; i++) {
-            if ((with_grad_only && d->present[i] == 0) || (d->zero && d->owner[i] != pass))
+            if (d->zero && d->owner[i] != pass)
                 continue;
             d->order[k++] = i;
             if (d->zero)
@@ -332,17 +355,17 @@ static int bucket_list(spin_dist *d, int b, bool with_grad_only) {
     return k;
 }
 
-/* One flat tensor of the listed gradients (as f32) or parameters (in their dtype), only those of
- * only_owner when it is >= 0; n elements (the caller knows them). */
-static spin_tensor *flat_concat(spin_dist *d, int k, bool grads, int only_owner, int64_t n) {
-    spin_dtype dt = grads ? SPIN_F32 : spin_tensor_dtype(d->model->params[d->order[0]]);
+/* One flat tensor of the listed parameters (in their dtype), only those of only_owner when it is
+ * >= 0; n elements (the caller knows them). */
+static spin_tensor *flat_concat(spin_dist *d, int k, int only_owner, int64_t n) {
+    spin_dtype dt = spin_tensor_dtype(d->model->params[d->order[0]]);
     spin_tensor *flat = spin_tensor_new(d->model->dev, dt, 1, &n);
     int64_t off = 0;
     for (int j = 0; flat && j < k; j++) {
         int i = d->order[j];
         if (only_owner >= 0 && d->owner[i] != only_owner)
             continue;
-        spin_tensor *t = grads ? spin_tensor_grad(d->model->params[i]) : d->model->params[i];
+        spin_tensor *t = d->model->params[i];
         int64_t m = spin_tensor_numel(t);
         spin_tensor *piece =
             spin_reshape(spin_narrow(flat, 0, off, m), spin_tensor_ndim(t), spin_tensor_shape(t));
@@ -353,69 +376,207 @@ static spin_tensor *flat_concat(spin_dist *d, int k, bool grads, int only_owner,
     return flat;
 }
 
-/* Copies consecutive pieces of flat into the listed gradients or parameters (those of `owner`, or
- * all but `skip_owner`). */
-static spin_status scatter_back(spin_dist *d, int k, spin_tensor *flat, bool grads, int only_owner,
-                                int skip_owner) {
+/* Copies consecutive pieces of flat into the listed parameters but those of skip_owner. */
+static spin_status scatter_params(spin_dist *d, int k, spin_tensor *flat, int skip_owner) {
     int64_t off = 0;
     spin_status s = SPIN_OK;
     for (int j = 0; j < k && s == SPIN_OK; j++) {
         int i = d->order[j];
         spin_tensor *p = d->model->params[i];
         int64_t n = spin_tensor_numel(p);
-        if (only_owner >= 0 && d->owner[i] != only_owner)
-            continue; /* not in flat */
-        if (skip_owner >= 0 && d->owner[i] == skip_owner) {
-            off += n; /* in flat, not wanted */
-            continue;
+        if (d->owner[i] != skip_owner) {
+            spin_tensor *piece =
+                spin_reshape(spin_narrow(flat, 0, off, n), spin_tensor_ndim(p), spin_tensor_shape(p));
+            s = piece ? spin_copy_into(p, piece) : SPIN_ERR_OOM;
         }
-        spin_tensor *piece =
-            spin_reshape(spin_narrow(flat, 0, off, n), spin_tensor_ndim(p), spin_tensor_shape(p));
-        s = piece ? spin_copy_into(grads ? spin_tensor_grad(p) : p, piece) : SPIN_ERR_OOM;
         off += n;
     }
     return s;
 }
 
-/* Sums the gradients over the ranks: every rank (zero_stage 0) or the owner (1) ends with the
- * total; under ZeRO-1 other ranks drop theirs. */
-static spin_status reduce_grads(spin_dist *d) {
-    for (int i = 0; i < d->n; i++)
-        d->present[i] = spin_tensor_grad(d->model->params[i]) != NULL;
-    SPIN_TRY(spin_comm_allreduce_f64(d->comm, d->present, d->n, SPIN_REDUCE_SUM));
-    for (int i = 0; i < d->n; i++)
-        if (d->present[i] > 0 && !spin_tensor_grad(d->model->params[i]))
-            SPIN_TRY(ensure_grad(d->model->params[i]));
+/* ---- the gradient reduction, overlapped with backward ----
+ * A bucket's wire is, per owner group (all of the bucket for zero_stage 0, each rank's parameters
+ * under ZeRO-1), the group's gradients in f32 and then one flag per parameter: 1 when this rank
+ * has a gradient for it. Summed, the flag says whether any rank has one: such parameters get the
+ * sum (a rank without a gradient sends zeros, as a zero gradient would), the others keep none, as
+ * without data parallelism. So the layout does not depend on which gradients a rank has, and a
+ * bucket can be sent as soon as its own gradients are complete. */
+
+/* Packs bucket b (wire order of bucket_list) into d->wire[b] and starts its reduction. */
+static spin_status start_bucket(spin_dist *d, int b) {
+    int k = bucket_list(d, b);
+    int64_t total = k;
+    for (int j = 0; j < k; j++)
+        total += spin_tensor_numel(d->model->params[d->order[j]]);
+    if (d->zero)
+        for (int j = 0; j < k; j++)
+            d->counts[d->owner[d->order[j]]]++; /* the flags */
     spin_status s = SPIN_OK;
     spin_no_grad_begin();
-    for (int b = 0; b < d->n_buckets && s == SPIN_OK; b++) {
-        int k = bucket_list(d, b, true);
-        if (k == 0)
-            continue;
-        int64_t total = 0;
-        for (int j = 0; j < k; j++)
-            total += spin_tensor_numel(d->model->params[d->order[j]]);
-        spin_scope_begin();
-        spin_tensor *flat = flat_concat(d, k, true, -1, total);
-        if (!flat)
+    spin_scope_begin();
+    spin_tensor *flat = spin_scope_keep(spin_tensor_new(d->model->dev, SPIN_F32, 1, &total));
+    if (!flat)
+        s = SPIN_ERR_OOM;
+    int64_t off = 0;
+    for (int j = 0, g0 = 0; j < k && s == SPIN_OK; j++) {
+        spin_tensor *p = d->model->params[d->order[j]], *g = spin_tensor_grad(p);
+        int64_t m = spin_tensor_numel(p);
+        spin_tensor *piece = spin_narrow(flat, 0, off, m);
+        d->flags[j] = g != NULL;
+        if (!piece)
             s = SPIN_ERR_OOM;
-        else if (!d->zero) {
-            s = spin_comm_allreduce(d->comm, flat, SPIN_REDUCE_SUM);
-            if (s == SPIN_OK)
-                s = scatter_back(d, k, flat, true, -1, -1);
-        } else {
-            spin_tensor *mine = spin_tensor_new(d->model->dev, SPIN_F32, 1, &d->counts[d->rank]);
-            s = mine ? spin_comm_reduce_scatter(d->comm, flat, mine, d->counts, SPIN_REDUCE_SUM)
-                     : SPIN_ERR_OOM;
-            if (s == SPIN_OK)
-                s = scatter_back(d, k, mine, true, d->rank, -1);
-            for (int j = 0; j < k; j++)
-                if (d->owner[d->order[j]] != d->rank)
-                    spin_tensor_zero_grad(d->model->params[d->order[j]]);
+        else if (g)
+            s = spin_copy_into(spin_reshape(piece, spin_tensor_ndim(p), spin_tensor_shape(p)), g);
+        else
+            s = spin_fill_(piece, 0.0f);
+        off += m;
+        bool group_end = j + 1 == k || (d->zero && d->owner[d->order[j + 1]] != d->owner[d->order[j]]);
+        if (s == SPIN_OK && group_end) {
+            spin_tensor *fl = spin_narrow(flat, 0, off, j + 1 - g0);
+            s = fl ? spin_tensor_write(fl, d->flags + g0, (size_t)(j + 1 - g0) * sizeof(float))
+                   : SPIN_ERR_OOM;
+            off += j + 1 - g0;
+            g0 = j + 1;
         }
-        spin_scope_end();
+    }
+    spin_tensor *mine = NULL;
+    if (s == SPIN_OK && d->zero) {
+        mine = spin_scope_keep(spin_tensor_new(d->model->dev, SPIN_F32, 1, &d->counts[d->rank]));
+        s = mine ? spin_comm_ireduce_scatter(d->comm, flat, mine, d->counts, SPIN_REDUCE_SUM, &d->reqs[b])
+                 : SPIN_ERR_OOM;
+    } else if (s == SPIN_OK) {
+        s = spin_comm_iallreduce(d->comm, flat, SPIN_REDUCE_SUM, &d->reqs[b]);
+    }
+    spin_scope_end();
+    spin_no_grad_end();
+    d->wire[b] = flat;
+    d->got[b] = d->zero ? mine : spin_tensor_retain(flat);
+    return s;
+}
+
+/* Starts the buckets from d->next down while their gradients are complete (every bucket when
+ * all is set), and lets the transport move the started ones along. */
+static spin_status start_ready(spin_dist *d, bool all) {
+    spin_status s = SPIN_OK;
+    while (s == SPIN_OK && d->next >= 0 && (all || d->left[d->next] == 0))
+        s = start_bucket(d, d->next--);
+    for (int b = d->n_buckets - 1; b > d->next && s == SPIN_OK; b--) {
+        bool fin;
+        s = spin_comm_test(d->reqs[b], &fin);
+    }
+    return s;
+}
+
+/* The leaf hook: a parameter's gradient is complete for this backward. */
+static spin_status on_leaf(void *ctx, spin_tensor *leaf) {
+    spin_dist *d = ctx;
+    for (int b = d->n_buckets - 1; b >= 0; b--) /* backward reports the last buckets first */
+        for (int i = d->bstart[b]; i < d->bstart[b + 1]; i++)
+            if (d->model->params[i] == leaf) {
+                if (!d->done[i]) {
+                    d->done[i] = true;
+                    d->left[b]--;
+                }
+                return start_ready(d, false);
+            }
+    return SPIN_OK; /* not a parameter of this model */
+}
+
+void spin_dist_overlap_begin(spin_dist *d) {
+    for (int b = 0; b < d->n_buckets; b++)
+        d->left[b] = d->bstart[b + 1] - d->bstart[b];
+    memset(d->done, 0, (size_t)d->n * sizeof *d->done);
+    spin_autograd_set_leaf_hook(on_leaf, d);
+}
+
+spin_status spin_dist_overlap_end(spin_dist *d, spin_status s) {
+    spin_autograd_set_leaf_hook(NULL, NULL);
+    /* every rank starts every bucket, in the same order, whatever its backward did (a failure is
+     * agreed on afterwards; an empty slice sends zeros) */
+    spin_status st = start_ready(d, true);
+    return s != SPIN_OK ? s : st;
+}
+
+/* Completes bucket b: the summed gradients into the parameters this rank keeps (all, or those it
+ * owns under ZeRO-1; the others drop theirs). */
+static spin_status finish_bucket(spin_dist *d, int b) {
+    spin_status s = spin_comm_wait(d->reqs[b]);
+    d->reqs[b] = NULL;
+    int k = bucket_list(d, b), mine = d->zero ? d->rank : -1;
+    int64_t off = 0;
+    int kk = 0;
+    for (int j = 0; j < k; j++)
+        if (mine < 0 || d->owner[d->order[j]] == mine) {
+            off += spin_tensor_numel(d->model->params[d->order[j]]);
+            kk++;
+        }
+    spin_scope_begin();
+    spin_tensor *fl = s == SPIN_OK ? spin_narrow(d->got[b], 0, off, kk) : NULL;
+    if (s == SPIN_OK)
+        s = fl ? spin_tensor_read(fl, d->flags, (size_t)kk * sizeof(float)) : SPIN_ERR_OOM;
+    /* a rank without a gradient for a parameter another rank has gets a zero one to add into */
+    for (int j = 0, q = 0; j < k && s == SPIN_OK; j++) {
+        spin_tensor *p = d->model->params[d->order[j]];
+        if (mine >= 0 && d->owner[d->order[j]] != mine)
+            continue;
+        if (d->flags[q++] > 0 && !spin_tensor_grad(p))
+            s = ensure_grad(p);
+    }
+    spin_no_grad_begin();
+    off = 0;
+    for (int j = 0, q = 0; j < k && s == SPIN_OK; j++) {
+        spin_tensor *p = d->model->params[d->order[j]];
+        if (mine >= 0 && d->owner[d->order[j]] != mine) {
+            spin_tensor_zero_grad(p);
+            continue;
+        }
+        int64_t n = spin_tensor_numel(p);
+        if (d->flags[q++] > 0) {
+            spin_tensor *piece =
+                spin_reshape(spin_narrow(d->got[b], 0, off, n), spin_tensor_ndim(p), spin_tensor_shape(p));
+            s = piece ? spin_copy_into(spin_tensor_grad(p), piece) : SPIN_ERR_OOM;
+        }
+        off += n;
     }
     spin_no_grad_end();
+    spin_scope_end();
+    return s;
+}
+
+/* Releases the buckets' tensors and readies the next update. */
+static void reset_buckets(spin_dist *d) {
+    for (int b = 0; b < d->n_buckets; b++) {
+        spin_tensor_release(d->wire[b]);
+        spin_tensor_release(d->got[b]);
+        d->wire[b] = d->got[b] = NULL;
+    }
+    d->next = d->n_buckets - 1;
+}
+
+spin_status spin_dist_drop(spin_dist *d) {
+    spin_autograd_set_leaf_hook(NULL, NULL);
+    spin_status s = SPIN_OK;
+    for (int b = d->n_buckets - 1; b > d->next; b--) {
+        spin_status w = spin_comm_wait(d->reqs[b]);
+        d->reqs[b] = NULL;
+        if (s == SPIN_OK)
+            s = w;
+    }
+    reset_buckets(d);
+    return s;
+}
+
+/* Sums the gradients over the ranks: every rank (zero_stage 0) or the owner (1) ends with the
+ * total; under ZeRO-1 other ranks drop theirs. Buckets backward has not started are started here
+ * (all of them when the trainer did not overlap). */
+static spin_status reduce_grads(spin_dist *d) {
+    spin_status s = start_ready(d, true);
+    for (int b = d->n_buckets - 1; b >= 0 && s == SPIN_OK; b--)
+        s = finish_bucket(d, b);
+    if (s != SPIN_OK)
+        spin_dist_drop(d); /* what is still in flight */
+    else
+        reset_buckets(d);
     return s;
 }
 
@@ -424,17 +585,17 @@ static spin_status gather_params(spin_dist *d) {
     spin_status s = SPIN_OK;
     spin_no_grad_begin();
     for (int b = 0; b < d->n_buckets && s == SPIN_OK; b++) {
-        int k = bucket_list(d, b, false);
+        int k = bucket_list(d, b);
         int64_t total = 0;
         for (int r = 0; r < d->size; r++)
             total += d->counts[r];
         spin_scope_begin();
         spin_dtype dt = spin_tensor_dtype(d->model->params[d->order[0]]);
-        spin_tensor *mine = flat_concat(d, k, false, d->rank, d->counts[d->rank]);
+        spin_tensor *mine = flat_concat(d, k, d->rank, d->counts[d->rank]);
         spin_tensor *all = spin_tensor_new(d->model->dev, dt, 1, &total);
         s = mine && all ? spin_comm_allgather(d->comm, mine, all, d->counts) : SPIN_ERR_OOM;
         if (s == SPIN_OK)
-            s = scatter_back(d, k, all, false, -1, d->rank);
+            s = scatter_params(d, k, all, d->rank);
         spin_scope_end();
     }
     spin_no_grad_end();

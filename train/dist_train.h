@@ -7,7 +7,8 @@
  *    (slice / batch) / gradient_accumulation_steps, so the summed gradient is exactly the
  *    single-process one, a short last batch included (HF's DDP instead pads it with repeats);
  *  - gradients summed once per update (not per micro-batch), bucket by bucket, one bucket per
- *    transformer block (the embedding and the final norm their own);
+ *    transformer block (the embedding and the final norm their own), each bucket's reduction
+ *    started during the last micro-batch's backward as soon as its gradients are complete;
  *  - zero_stage 0: every rank keeps the whole optimizer and applies the same update;
  *    zero_stage 1 (ZeRO-1, as torch's ZeroRedundancyOptimizer): each parameter belongs to one rank
  *    (greedy by size), which alone keeps its optimizer state and f32 master; gradients are
@@ -53,8 +54,18 @@ void spin_dist_slice(const spin_dist *d, int64_t b, int64_t grad_accum, int64_t 
  * combines the metrics (means weighted by each rank's examples, tokens summed), so *m and *finite
  * describe the global micro-batch on every rank. */
 spin_status spin_dist_combine(spin_dist *d, spin_status s, spin_pref_metrics *m, bool *finite);
-/* The update: gradients reduced, the global norm, the clip, the step, (ZeRO-1) the all-gather.
- * Same contract as spin_optim_step, with the global norm in res on every rank. */
+/* Overlap of the gradient reduction with backward: called around the last micro-batch of an
+ * update (its forward, backward and whatever else this rank does for it). Between the two, each
+ * bucket's reduction starts as soon as backward has completed its gradients (a leaf hook,
+ * core/autograd.h); overlap_end starts those not started yet (every rank starts every bucket in the
+ * same order, also one whose backward failed or had no examples) and returns s, or the error of a
+ * start. spin_dist_step then waits for them; an update that is skipped calls spin_dist_drop. */
+void spin_dist_overlap_begin(spin_dist *d);
+spin_status spin_dist_overlap_end(spin_dist *d, spin_status s);
+/* Waits for the reductions in flight and discards them (the gradients are left as they were). */
+spin_status spin_dist_drop(spin_dist *d);
+/* The update: gradients reduced (started here when overlap_end did not), the global norm, the clip, the step,
+ * (ZeRO-1) the all-gather. Same contract as spin_optim_step, with the global norm in res on every rank. */
 spin_status spin_dist_step(spin_dist *d, double lr, spin_optim_result *res);
 /* Agreement: returns s when it failed here, else an error naming the first rank that failed (with
  * its message), else SPIN_OK; *flag (when not NULL) becomes true on every rank when it was on any. */

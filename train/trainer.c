@@ -516,7 +516,14 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
             int64_t i0 = p.micro * BG, b = d->n - i0 < BG ? d->n - i0 : BG;
             spin_pref_metrics m;
             bool finite = true;
+            bool last_small = steps_in_epoch <= A && p.micro + 1 == steps_in_epoch;
+            /* the update's last micro-batch: its backward starts the gradient reduction */
+            bool overlap = dt && !poisoned && ((p.total_batched + 1) % A == 0 || last_small);
+            if (overlap)
+                spin_dist_overlap_begin(dt);
             s = micro_batch(&L, i0, b, &m, &finite);
+            if (overlap)
+                s = spin_dist_overlap_end(dt, s);
             s = spin_dist_combine(dt, s, &m, &finite);
             if (s != SPIN_OK)
                 break;
@@ -531,7 +538,6 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
                     res->last_checkpoint[0] ? "; last good checkpoint: " : "; no checkpoint was written",
                     res->last_checkpoint);
             poisoned |= !finite;
-            bool last_small = steps_in_epoch <= A && p.micro + 1 == steps_in_epoch;
             if (s != SPIN_OK || !(p.total_batched % A == 0 || last_small))
                 continue;
             /* an update */
@@ -539,6 +545,8 @@ spin_status spin_train_run(const spin_train_config *c, const spin_train_data *d,
             spin_optim_result r = {0, true};
             if (!poisoned)
                 s = dt ? spin_dist_step(dt, lr, &r) : spin_optim_step(opt, lr, &r);
+            else if (dt)
+                s = spin_dist_drop(dt); /* the reduction the last micro-batch started */
             if (s == SPIN_OK && (poisoned || !r.finite)) {
                 if (c->nonfinite == SPIN_NONFINITE_STOP) {
                     s = spin_fail(SPIN_ERR_INVALID, "non-finite gradient at step %lld (epoch %lld)%s%s",

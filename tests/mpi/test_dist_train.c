@@ -6,7 +6,10 @@
  *   zero        ZeRO-1 (sharded optimizer, AdamW, f32 weights) equals the unsharded run;
  *   resume      a 2-rank checkpoint resumed by one process, and a 1-process checkpoint resumed by 2
  *               ranks (ZeRO-1), both equal the uninterrupted single-process run;
- *   bf16        bf16 weights with f32 masters: ZeRO-1 == unsharded, and its checkpoint resumes.
+ *   bf16        bf16 weights with f32 masters: ZeRO-1 == unsharded, and its checkpoint resumes;
+ *   overlap     the comm layer's event log: each update reduces every bucket (one per transformer
+ *               block, the embedding and the final norm their own) with a non-blocking collective
+ *               started while backward still runs, and waits for them after it.
  * The single-process references run in this same job with comm = NULL (the trainer's ordinary path).
  * A failed check prints rank, line and values and aborts the whole job (a failure on one rank must
  * not leave the other waiting in a collective).
@@ -246,6 +249,8 @@ typedef struct {
     bool bf16; /* precision bf16: bf16 weights, f32 masters in the optimizer */
 } setup;
 
+static bool recompute; /* gradient_checkpointing for the runs (test_overlap sets it) */
+
 static spin_train_config config(const setup *u, const char *dir, bool dist, int zero) {
     spin_train_config c = spin_train_defaults();
     c.optim = spin_optim_defaults(u->optim);
@@ -262,6 +267,7 @@ static spin_train_config config(const setup *u, const char *dir, bool dist, int 
     c.comm = dist ? world : NULL;
     c.zero_stage = zero;
     c.precision = u->bf16 ? SPIN_BF16 : SPIN_F32;
+    c.gradient_checkpointing = recompute;
     return c;
 }
 
@@ -435,6 +441,84 @@ static void test_bf16_masters(void) {
     rm_rf(d2);
 }
 
+/* The buckets of a model as dist_train.c forms them, counted here from the names: one per
+ * model.layers.<l>, one per other parameter. */
+static int count_buckets(const spin_llama *m) {
+    int n = 0;
+    long prev = -1;
+    for (int i = 0; i < m->n_params; i++) {
+        long l;
+        if (sscanf(m->names[i], "model.layers.%ld.", &l) != 1)
+            n++;
+        else if (l != prev)
+            n++;
+        prev = sscanf(m->names[i], "model.layers.%ld.", &l) == 1 ? l : -1;
+    }
+    return n;
+}
+
+/* outside: the updates whose reductions this rank starts after its backward (no examples) */
+static void check_overlap(const char *what, const setup *u, int zero, int outside) {
+    char dir[256];
+    shared_tmpdir(dir, sizeof dir);
+    spin_llama *m = load_tiny();
+    int buckets = count_buckets(m);
+    spin_llama_free(m);
+    enum { CAP = 4096 };
+    static spin_comm_event log[CAP];
+    int n = 0;
+    int64_t np, steps;
+    spin_comm_trace(log, CAP, &n);
+    free(train(u, dir, true, zero, 0, false, &np, &steps));
+    spin_comm_trace(NULL, 0, NULL);
+    CHECK(n <= CAP, "%s: %d events, the log holds %d", what, n, CAP);
+    const char *start = zero ? "ireduce_scatter" : "iallreduce";
+    int starts = 0, in_bw = 0, waits = 0, waits_in_bw = 0, blocking = 0, open = 0, max_open = 0;
+    for (int k = 0; k < n; k++) {
+        const spin_comm_event *e = &log[k];
+        if (!strcmp(e->call, start)) {
+            starts++;
+            in_bw += e->in_backward;
+            open++;
+            max_open = open > max_open ? open : max_open;
+        } else if (!strcmp(e->call, "wait")) {
+            waits++;
+            waits_in_bw += e->in_backward;
+            open--;
+        } else if (!strcmp(e->call, "allreduce") || !strcmp(e->call, "reduce_scatter")) {
+            blocking++;
+        }
+    }
+    if (rank == 0)
+        printf("%s: %lld updates x %d buckets: %d reductions started, %d of them during backward, at most %d "
+               "in flight\n",
+               what, (long long)steps, buckets, starts, in_bw, max_open);
+    CHECK(starts == steps * buckets && waits == starts, "%s: %d started, %d waited, want %lld", what, starts,
+          waits, (long long)steps * buckets);
+    CHECK(blocking == 0, "%s: %d blocking gradient reductions", what, blocking);
+    CHECK(waits_in_bw == 0 && max_open == buckets, "%s: %d waits during backward, %d in flight at once", what,
+          waits_in_bw, max_open);
+    CHECK(in_bw == starts - outside * buckets, "%s: %d of %d started during backward, want %d", what, in_bw,
+          starts, starts - outside * buckets);
+    rm_rf(dir);
+}
+
+static void test_overlap(void) {
+    /* accumulation 2: the first micro-batch's backward starts nothing, the second's every bucket */
+    setup a = {SPIN_OPTIM_RMSPROP, 2, 2, 2, 0, false};
+    check_overlap("overlap, zero-0, accumulation 2", &a, 0, 0);
+    check_overlap("overlap, zero-1, accumulation 2", &a, 1, 0);
+    /* recomputed blocks: a block's parameters are complete when its recompute node has run */
+    setup r = {SPIN_OPTIM_RMSPROP, 2, 1, 1, 0, false};
+    recompute = true;
+    check_overlap("overlap, zero-0, gradient checkpointing", &r, 0, 0);
+    recompute = false;
+    /* 7 examples, batch 3: rank 1 has no examples in the last micro-batch, so no backward; it starts
+     * the buckets after (sending zeros), in the order rank 0's backward starts them */
+    setup c = {SPIN_OPTIM_RMSPROP, 3, 1, 1, 7, false};
+    check_overlap("overlap, zero-0, an empty slice", &c, 0, rank == 1 ? 1 : 0);
+}
+
 static void test_resume(void) {
     check_resume("resume: 2 ranks (zero-1) -> 1 process", true, 1);
     check_resume("resume: 1 process -> 2 ranks (zero-1)", false, 1);
@@ -508,6 +592,7 @@ int main(int argc, char **argv) {
         test_zero();
         test_resume();
         test_bf16_masters();
+        test_overlap();
         if (rank == 0)
             printf("test_dist_train: all checks passed on %d ranks\n", size);
     }

@@ -1,5 +1,6 @@
 /* Core: dtype conversions, RNG determinism, tensors and views, scopes, the caching allocator,
- * autograd mechanics (accumulation, no-grad, detach, freed graphs, recompute) and CPU fallback. */
+ * autograd mechanics (accumulation, no-grad, detach, freed graphs, recompute, the leaf hook) and CPU
+ * fallback. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -282,6 +283,82 @@ static void test_checkpoint_recompute_matches(void **state) {
     assert_memory_equal(gw[0], gw[1], sizeof gw[0]);
 }
 
+/* The leaf hook reports each leaf once, as soon as its gradient is complete: w3 (read twice) before
+ * the recomputed block's w2 (a hidden leaf of the checkpoint node) and w2 before w1, each while the
+ * leaves below it have no gradient yet, with the gradient it ends with; unset, nothing is called. */
+typedef struct {
+    spin_tensor *w[3];
+    int order[8], n;
+    bool below_empty[3]; /* at its report, the leaves differentiated after it had no gradient */
+    float snap[3][25];
+    spin_status fail;
+} hook_log;
+
+static spin_status log_leaf(void *ctx, spin_tensor *leaf) {
+    hook_log *h = ctx;
+    assert_true(spin_backward_running());
+    int k = 0;
+    while (k < 3 && h->w[k] != leaf)
+        k++;
+    assert_true(k < 3);
+    if (h->n < 8)
+        h->order[h->n++] = k;
+    h->below_empty[k] = true;
+    for (int j = 0; j < k; j++)
+        h->below_empty[k] &= spin_tensor_grad(h->w[j]) == NULL;
+    spin_tensor_read_f32(spin_tensor_grad(leaf), h->snap[k], 25);
+    return h->fail;
+}
+
+static void test_leaf_hook_reports_finished_gradients(void **state) {
+    (void)state;
+    int64_t sh[2] = {5, 5};
+    hook_log h = {0};
+    spin_scope_begin();
+    for (int k = 0; k < 3; k++) {
+        h.w[k] = spin_rand_normal(cpu, 2, sh, 10 + (uint64_t)k, 0, 0, 0.5f);
+        spin_tensor_set_requires_grad(h.w[k], true);
+    }
+    spin_tensor *x = spin_rand_normal(cpu, 2, sh, 4, 0, 0, 1); /* no grad: never reported */
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 3; k++)
+            spin_tensor_zero_grad(h.w[k]);
+        h.n = 0;
+        h.fail = round == 2 ? SPIN_ERR_IO : SPIN_OK;
+        block_ctx c = {h.w[1]};
+        spin_tensor *a = spin_silu(spin_matmul(x, h.w[0], false, false));
+        spin_scope_begin();
+        spin_tensor *y = spin_scope_keep(spin_checkpoint(block, &c, sizeof c, 1, &a));
+        spin_scope_end();
+        spin_tensor *loss = spin_add(spin_sum_all(spin_sumsq_all(spin_matmul(y, h.w[2], false, false))),
+                                     spin_sum_all(spin_matmul(a, h.w[2], false, true)));
+        if (round > 0)
+            spin_autograd_set_leaf_hook(log_leaf, &h);
+        spin_status s = spin_backward(loss);
+        spin_autograd_set_leaf_hook(NULL, NULL);
+        spin_tensor_release(y);
+        assert_false(spin_backward_running());
+        if (round == 0) {
+            assert_int_equal(s, SPIN_OK);
+            assert_int_equal(h.n, 0);
+        } else if (round == 1) {
+            assert_int_equal(s, SPIN_OK);
+            assert_int_equal(h.n, 3);
+            assert_true(h.order[0] == 2 && h.order[1] == 1 && h.order[2] == 0);
+            for (int k = 0; k < 3; k++) {
+                float fin[25];
+                spin_tensor_read_f32(spin_tensor_grad(h.w[k]), fin, 25);
+                assert_memory_equal(h.snap[k], fin, sizeof fin);
+                assert_true(h.below_empty[k]);
+            }
+        } else {
+            assert_int_equal(s, SPIN_ERR_IO); /* the hook's error ends the walk */
+            assert_int_equal(h.n, 1);
+        }
+    }
+    spin_scope_end();
+}
+
 /* ---- a backend that only knows FILL, COPY and ADD: everything else falls back to the CPU ---- */
 
 static int partial_count(void) {
@@ -352,6 +429,7 @@ int main(void) {
         cmocka_unit_test(test_graph_is_freed_by_backward),
         cmocka_unit_test(test_embedding_padding_idx),
         cmocka_unit_test(test_checkpoint_recompute_matches),
+        cmocka_unit_test(test_leaf_hook_reports_finished_gradients),
         cmocka_unit_test(test_fallback_to_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -106,6 +106,7 @@ static MPI_Op mpi_op(spin_reduce_op op) {
 
 spin_status spin_comm_allreduce(spin_comm *c, spin_tensor *t, spin_reduce_op op) {
     SPIN_TRY(spin_comm_check_tensor("allreduce", t, true));
+    spin_comm_log("allreduce", spin_tensor_numel(t));
     size_t bytes;
     float *h = stage_in(t, &bytes, true);
     if (!h)
@@ -150,6 +151,7 @@ spin_status spin_comm_reduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor
     SPIN_TRY(spin_comm_check_tensor("reduce_scatter", src, true));
     SPIN_TRY(spin_comm_check_tensor("reduce_scatter", dst, true));
     SPIN_TRY(spin_comm_check_pieces("reduce_scatter", src, dst, counts, c->rank, c->size));
+    spin_comm_log("reduce_scatter", spin_tensor_numel(src));
     int *rc_counts = malloc((size_t)c->size * sizeof *rc_counts);
     if (!rc_counts)
         return spin_fail(SPIN_ERR_OOM, "comm: counts");
@@ -179,6 +181,7 @@ spin_status spin_comm_allgather(spin_comm *c, spin_tensor *src, spin_tensor *dst
     SPIN_TRY(spin_comm_check_tensor("allgather", src, false));
     SPIN_TRY(spin_comm_check_tensor("allgather", dst, false));
     SPIN_TRY(spin_comm_check_pieces("allgather", dst, src, counts, c->rank, c->size));
+    spin_comm_log("allgather", spin_tensor_numel(dst));
     int64_t esz = (int64_t)spin_dtype_size(spin_tensor_dtype(dst));
     int *cnt = malloc(2 * (size_t)c->size * sizeof *cnt);
     if (!cnt)
@@ -202,9 +205,149 @@ spin_status spin_comm_allgather(spin_comm *c, spin_tensor *src, spin_tensor *dst
     return s;
 }
 
+/* ---- non-blocking reductions: started on a host copy, written back by the wait ---- */
+
+struct spin_comm_request {
+    spin_comm *c;
+    const char *call;
+    int n_mpi;
+    MPI_Request *mpi; /* one per chunk of at most CHUNK elements */
+    int *counts;      /* MPI_Ireduce_scatter's counts: MPI reads them until completion */
+    float *send;      /* staging of the source (reduce-scatter), NULL in place */
+    float *recv;      /* staging of the result */
+    size_t recv_bytes;
+    int64_t n_recv;
+    spin_reduce_op op;
+    spin_tensor *dst; /* gets the result (retained) */
+    spin_tensor *src; /* read by the transport in place until completion (comm_nccl.c; retained) */
+    bool on_stream;   /* comm_nccl.c: enqueued on the NCCL stream, no MPI request */
+};
+
+static void request_free(spin_comm_request *r) {
+    if (!r)
+        return;
+    spin_tensor_release(r->dst);
+    spin_tensor_release(r->src);
+    free(r->mpi);
+    free(r->counts);
+    free(r->send);
+    free(r->recv);
+    free(r);
+}
+
+static spin_comm_request *request_new(spin_comm *c, const char *call, spin_tensor *dst, spin_reduce_op op,
+                                      int n_mpi) {
+    spin_comm_request *r = calloc(1, sizeof *r);
+    if (r)
+        r->mpi = malloc((size_t)(n_mpi > 0 ? n_mpi : 1) * sizeof *r->mpi);
+    if (!r || !r->mpi) {
+        free(r);
+        spin_fail(SPIN_ERR_OOM, "comm: %s request", call);
+        return NULL;
+    }
+    r->c = c;
+    r->call = call;
+    r->op = op;
+    r->dst = spin_tensor_retain(dst);
+    r->n_recv = spin_tensor_numel(dst);
+    return r;
+}
+
+spin_status spin_comm_iallreduce(spin_comm *c, spin_tensor *t, spin_reduce_op op, spin_comm_request **req) {
+    *req = NULL;
+    SPIN_TRY(spin_comm_check_tensor("iallreduce", t, true));
+    spin_comm_log("iallreduce", spin_tensor_numel(t));
+    int64_t n = spin_tensor_numel(t);
+    spin_comm_request *r = request_new(c, "MPI_Iallreduce", t, op, (int)((n + CHUNK - 1) / CHUNK));
+    if (!r)
+        return SPIN_ERR_OOM;
+    r->recv = stage_in(t, &r->recv_bytes, true);
+    if (!r->recv) {
+        request_free(r);
+        return SPIN_ERR_OOM;
+    }
+    for (int64_t o = 0; o < n; o += CHUNK) {
+        int k = (int)(n - o < CHUNK ? n - o : CHUNK);
+        int rc =
+            MPI_Iallreduce(MPI_IN_PLACE, r->recv + o, k, MPI_FLOAT, mpi_op(op), c->comm, &r->mpi[r->n_mpi]);
+        if (rc != MPI_SUCCESS) {
+            /* a started collective cannot be cancelled: the transport is broken and the job ends */
+            request_free(r);
+            return mpi_fail(c, rc, "MPI_Iallreduce");
+        }
+        r->n_mpi++;
+    }
+    *req = r;
+    return SPIN_OK;
+}
+
+spin_status spin_comm_ireduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor *dst, const int64_t *counts,
+                                      spin_reduce_op op, spin_comm_request **req) {
+    *req = NULL;
+    SPIN_TRY(spin_comm_check_tensor("ireduce_scatter", src, true));
+    SPIN_TRY(spin_comm_check_tensor("ireduce_scatter", dst, true));
+    SPIN_TRY(spin_comm_check_pieces("ireduce_scatter", src, dst, counts, c->rank, c->size));
+    spin_comm_log("ireduce_scatter", spin_tensor_numel(src));
+    spin_comm_request *r = request_new(c, "MPI_Ireduce_scatter", dst, op, 1);
+    if (!r)
+        return SPIN_ERR_OOM;
+    r->counts = malloc((size_t)c->size * sizeof *r->counts);
+    spin_status s =
+        r->counts ? int_counts(c, counts, 1, r->counts, NULL) : spin_fail(SPIN_ERR_OOM, "comm: counts");
+    size_t sb = 0;
+    if (s == SPIN_OK &&
+        (!(r->send = stage_in(src, &sb, true)) || !(r->recv = stage_in(dst, &r->recv_bytes, false))))
+        s = SPIN_ERR_OOM;
+    if (s == SPIN_OK) {
+        int rc = MPI_Ireduce_scatter(r->send, r->recv, r->counts, MPI_FLOAT, mpi_op(op), c->comm, &r->mpi[0]);
+        if (rc != MPI_SUCCESS)
+            s = mpi_fail(c, rc, "MPI_Ireduce_scatter");
+        else
+            r->n_mpi = 1;
+    }
+    if (s != SPIN_OK) {
+        request_free(r);
+        return s;
+    }
+    *req = r;
+    return SPIN_OK;
+}
+
+spin_status spin_comm_test(spin_comm_request *r, bool *done) {
+    *done = true;
+    if (!r || r->n_mpi == 0)
+        return SPIN_OK;
+    int flag = 0;
+    int rc = MPI_Testall(r->n_mpi, r->mpi, &flag, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(r->c, rc, r->call);
+    *done = flag != 0;
+    return SPIN_OK;
+}
+
+spin_status spin_comm_wait(spin_comm_request *r) {
+    if (!r)
+        return SPIN_OK;
+    spin_comm_log("wait", r->n_recv);
+    spin_status s = SPIN_OK;
+    if (r->n_mpi > 0) {
+        int rc = MPI_Waitall(r->n_mpi, r->mpi, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS)
+            s = mpi_fail(r->c, rc, r->call);
+    }
+    if (s == SPIN_OK && r->op == SPIN_REDUCE_AVG)
+        for (int64_t i = 0; i < r->n_recv; i++)
+            r->recv[i] /= (float)r->c->size;
+    if (s == SPIN_OK && r->recv)
+        s = spin_tensor_write(r->dst, r->recv, r->recv_bytes);
+    request_free(r);
+    return s;
+}
+
 spin_status spin_comm_broadcast_bytes(spin_comm *c, void *buf, size_t n, int root) {
     if (root < 0 || root >= c->size)
         return spin_fail(SPIN_ERR_INVALID, "broadcast: root %d outside [0, %d)", root, c->size);
+    spin_comm_log("broadcast_bytes", (int64_t)n);
     for (size_t o = 0; o < n; o += (size_t)CHUNK) {
         int k = (int)(n - o < (size_t)CHUNK ? n - o : (size_t)CHUNK);
         MPI_TRY(c, MPI_Bcast((char *)buf + o, k, MPI_BYTE, root, c->comm));
@@ -228,6 +371,7 @@ spin_status spin_comm_broadcast(spin_comm *c, spin_tensor *t, int root) {
 }
 
 spin_status spin_comm_barrier(spin_comm *c) {
+    spin_comm_log("barrier", 0);
     MPI_TRY(c, MPI_Barrier(c->comm));
     return SPIN_OK;
 }
@@ -235,6 +379,7 @@ spin_status spin_comm_barrier(spin_comm *c) {
 spin_status spin_comm_allreduce_f64(spin_comm *c, double *v, int n, spin_reduce_op op) {
     if (n <= 0)
         return SPIN_OK;
+    spin_comm_log("allreduce_f64", n);
     MPI_TRY(c, MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, mpi_op(op), c->comm));
     if (op == SPIN_REDUCE_AVG)
         for (int i = 0; i < n; i++)

@@ -7,7 +7,8 @@
  *
  * COMPILE-CHECKED ONLY: it builds and links against NCCL 2.x, but no multi-GPU machine has run it
  * (docs/distributed.md). Ordering: the backend's stream is private to the backend, so each call
- * synchronises the device (spin_backend.synchronize), runs NCCL on its own stream and waits for it. */
+ * synchronises the device (spin_backend.synchronize), runs NCCL on its own stream and waits for it;
+ * the non-blocking calls return after enqueueing, and spin_comm_wait synchronises the stream. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -24,6 +25,10 @@
 #define spin_comm_barrier spin_comm_mpi_barrier_
 #define spin_comm_allreduce_f64 spin_comm_mpi_allreduce_f64_
 #define spin_comm_broadcast_bytes spin_comm_mpi_broadcast_bytes_
+#define spin_comm_iallreduce spin_comm_mpi_iallreduce_
+#define spin_comm_ireduce_scatter spin_comm_mpi_ireduce_scatter_
+#define spin_comm_test spin_comm_mpi_test_
+#define spin_comm_wait spin_comm_mpi_wait_
 #include "train/comm/comm_mpi.c"
 #undef spin_comm_world
 #undef spin_comm_free
@@ -37,6 +42,10 @@
 #undef spin_comm_barrier
 #undef spin_comm_allreduce_f64
 #undef spin_comm_broadcast_bytes
+#undef spin_comm_iallreduce
+#undef spin_comm_ireduce_scatter
+#undef spin_comm_test
+#undef spin_comm_wait
 
 #include "core/device.h"
 /* NCCL needs the device address of a tensor; core/ exposes it only to its own layer (the
@@ -91,8 +100,7 @@ static spin_status nccl_begin(spin_comm *c, const spin_tensor *t) {
     if (dev->index != g_nccl.device)
         return spin_fail(SPIN_ERR_INVALID, "comm: NCCL was set up on cuda:%d, this tensor is on cuda:%d",
                          g_nccl.device, dev->index);
-    dev->backend->synchronize(dev);
-    return SPIN_OK;
+    return dev->backend->synchronize(dev);
 }
 
 static spin_status nccl_end(void) {
@@ -134,6 +142,7 @@ spin_status spin_comm_allreduce(spin_comm *c, spin_tensor *t, spin_reduce_op op)
     if (!t || !on_cuda(t))
         return spin_comm_mpi_allreduce_(c, t, op);
     SPIN_TRY(spin_comm_check_tensor("allreduce", t, true));
+    spin_comm_log("allreduce", spin_tensor_numel(t));
     SPIN_TRY(nccl_begin(c, t));
     void *p = dev_ptr(t);
     NCCL_TRY(c, ncclAllReduce(p, p, (size_t)spin_tensor_numel(t), ncclFloat32, nccl_op(op), g_nccl.comm,
@@ -141,14 +150,9 @@ spin_status spin_comm_allreduce(spin_comm *c, spin_tensor *t, spin_reduce_op op)
     return nccl_end();
 }
 
-spin_status spin_comm_reduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor *dst, const int64_t *counts,
-                                     spin_reduce_op op) {
-    if (!src || !dst || !on_cuda(src) || !on_cuda(dst))
-        return spin_comm_mpi_reduce_scatter_(c, src, dst, counts, op);
-    SPIN_TRY(spin_comm_check_tensor("reduce_scatter", src, true));
-    SPIN_TRY(spin_comm_check_tensor("reduce_scatter", dst, true));
-    SPIN_TRY(spin_comm_check_pieces("reduce_scatter", src, dst, counts, c->rank, c->size));
-    SPIN_TRY(nccl_begin(c, src));
+/* Enqueues the reduce-scatter on the NCCL stream (the caller ran nccl_begin). */
+static spin_status nccl_reduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor *dst,
+                                       const int64_t *counts, spin_reduce_op op) {
     float *s = dev_ptr(src), *d = dev_ptr(dst);
     bool equal = true;
     for (int r = 1; r < c->size; r++)
@@ -156,7 +160,7 @@ spin_status spin_comm_reduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor
     if (equal) {
         NCCL_TRY(c, ncclReduceScatter(s, d, (size_t)counts[0], ncclFloat32, nccl_op(op), g_nccl.comm,
                                       g_nccl.stream));
-        return nccl_end();
+        return SPIN_OK;
     }
     /* uneven pieces: one reduce to each piece's owner, grouped into one launch */
     NCCL_TRY(c, ncclGroupStart());
@@ -168,7 +172,80 @@ spin_status spin_comm_reduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor
         off += counts[r];
     }
     NCCL_TRY(c, ncclGroupEnd());
+    return SPIN_OK;
+}
+
+spin_status spin_comm_reduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor *dst, const int64_t *counts,
+                                     spin_reduce_op op) {
+    if (!src || !dst || !on_cuda(src) || !on_cuda(dst))
+        return spin_comm_mpi_reduce_scatter_(c, src, dst, counts, op);
+    SPIN_TRY(spin_comm_check_tensor("reduce_scatter", src, true));
+    SPIN_TRY(spin_comm_check_tensor("reduce_scatter", dst, true));
+    SPIN_TRY(spin_comm_check_pieces("reduce_scatter", src, dst, counts, c->rank, c->size));
+    spin_comm_log("reduce_scatter", spin_tensor_numel(src));
+    SPIN_TRY(nccl_begin(c, src));
+    SPIN_TRY(nccl_reduce_scatter(c, src, dst, counts, op));
     return nccl_end();
+}
+
+/* The non-blocking calls: enqueued on the NCCL stream; the request keeps the tensors alive. */
+static spin_status stream_request(spin_comm *c, const char *call, spin_tensor *src, spin_tensor *dst,
+                                  spin_reduce_op op, spin_comm_request **req) {
+    spin_comm_request *r = request_new(c, call, dst, op, 0);
+    if (!r) {
+        nccl_end(); /* nothing will wait for it: the tensors may go once it is done */
+        return SPIN_ERR_OOM;
+    }
+    r->src = spin_tensor_retain(src);
+    r->on_stream = true;
+    *req = r;
+    return SPIN_OK;
+}
+
+spin_status spin_comm_iallreduce(spin_comm *c, spin_tensor *t, spin_reduce_op op, spin_comm_request **req) {
+    *req = NULL;
+    if (!t || !on_cuda(t))
+        return spin_comm_mpi_iallreduce_(c, t, op, req);
+    SPIN_TRY(spin_comm_check_tensor("iallreduce", t, true));
+    spin_comm_log("iallreduce", spin_tensor_numel(t));
+    SPIN_TRY(nccl_begin(c, t));
+    void *p = dev_ptr(t);
+    NCCL_TRY(c, ncclAllReduce(p, p, (size_t)spin_tensor_numel(t), ncclFloat32, nccl_op(op), g_nccl.comm,
+                              g_nccl.stream));
+    return stream_request(c, "ncclAllReduce", t, t, op, req);
+}
+
+spin_status spin_comm_ireduce_scatter(spin_comm *c, spin_tensor *src, spin_tensor *dst, const int64_t *counts,
+                                      spin_reduce_op op, spin_comm_request **req) {
+    *req = NULL;
+    if (!src || !dst || !on_cuda(src) || !on_cuda(dst))
+        return spin_comm_mpi_ireduce_scatter_(c, src, dst, counts, op, req);
+    SPIN_TRY(spin_comm_check_tensor("ireduce_scatter", src, true));
+    SPIN_TRY(spin_comm_check_tensor("ireduce_scatter", dst, true));
+    SPIN_TRY(spin_comm_check_pieces("ireduce_scatter", src, dst, counts, c->rank, c->size));
+    spin_comm_log("ireduce_scatter", spin_tensor_numel(src));
+    SPIN_TRY(nccl_begin(c, src));
+    SPIN_TRY(nccl_reduce_scatter(c, src, dst, counts, op));
+    return stream_request(c, "ncclReduceScatter", src, dst, op, req);
+}
+
+spin_status spin_comm_test(spin_comm_request *req, bool *done) {
+    if (!req || !req->on_stream)
+        return spin_comm_mpi_test_(req, done);
+    cudaError_t e = cudaStreamQuery(g_nccl.stream);
+    if (e != cudaSuccess && e != cudaErrorNotReady)
+        return spin_fail(SPIN_ERR_DEVICE, "cudaStreamQuery failed: %s", cudaGetErrorString(e));
+    *done = e == cudaSuccess;
+    return SPIN_OK;
+}
+
+spin_status spin_comm_wait(spin_comm_request *req) {
+    if (!req || !req->on_stream)
+        return spin_comm_mpi_wait_(req);
+    spin_comm_log("wait", req->n_recv);
+    spin_status s = nccl_end();
+    request_free(req);
+    return s;
 }
 
 spin_status spin_comm_allgather(spin_comm *c, spin_tensor *src, spin_tensor *dst, const int64_t *counts) {
@@ -177,6 +254,7 @@ spin_status spin_comm_allgather(spin_comm *c, spin_tensor *src, spin_tensor *dst
     SPIN_TRY(spin_comm_check_tensor("allgather", src, false));
     SPIN_TRY(spin_comm_check_tensor("allgather", dst, false));
     SPIN_TRY(spin_comm_check_pieces("allgather", dst, src, counts, c->rank, c->size));
+    spin_comm_log("allgather", spin_tensor_numel(dst));
     SPIN_TRY(nccl_begin(c, dst));
     size_t esz = spin_dtype_size(spin_tensor_dtype(dst));
     char *s = dev_ptr(src), *d = dev_ptr(dst);
@@ -206,6 +284,7 @@ spin_status spin_comm_broadcast(spin_comm *c, spin_tensor *t, int root) {
     SPIN_TRY(spin_comm_check_tensor("broadcast", t, false));
     if (root < 0 || root >= c->size)
         return spin_fail(SPIN_ERR_INVALID, "broadcast: root %d outside [0, %d)", root, c->size);
+    spin_comm_log("broadcast", spin_tensor_numel(t));
     SPIN_TRY(nccl_begin(c, t));
     void *p = dev_ptr(t);
     size_t n = (size_t)spin_tensor_numel(t) * spin_dtype_size(spin_tensor_dtype(t));
